@@ -1,0 +1,32 @@
+# The README's two commands:  make run   (set up + whole pipeline)   make test   (set up + tests)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: run test setup dataset bench clean-venv
+
+run: setup dataset          ## create the venv, install Fashion-MNIST if needed, run the whole pipeline
+	dvc repro
+	dvc metrics show
+
+test: setup dataset         ## create the venv and run the test suite
+	python -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+dataset:
+	@bash scripts/ensure-dataset.sh
+
+bench: setup dataset        ## measure what the pipeline buys (see README, "Benchmark")
+	python -m shrink.bench
+
+clean-venv:
+	rm -rf $(VENV)

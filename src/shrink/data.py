@@ -1,0 +1,355 @@
+"""Decode a dataset once into compact uint8 tensors; every later stage loads those.
+
+``prepare()`` writes, into one folder::
+
+    train.pt, val.pt, test.pt      {"images": uint8 (N, 3, S, S), "labels": int64 (N,)}
+    evaluation.pt                  unlabeled split (labels -1) with "ids", when the source has one
+    meta.json                      classes, image size, per-channel mean/std of train, split sizes
+
+Sources: Debian's Fashion-MNIST files (read with torchvision's own FashionMNIST reader), or a
+folder in the Food-11 layout (``training/``, ``validation/``, ``evaluation/`` with files named
+``<label>_<id>.jpg``) or the torchvision ImageFolder layout (``train/<class>/*.jpg``, ``val/``,
+``test/``). When a source has no labelled test split, the test split is a seeded half of its
+validation split.
+"""
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .config import DataParams
+from .io import read_json, write_json
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FOOD11_CLASSES = [
+    "Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
+    "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit",
+]
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_LABEL_RE = re.compile(r"^(\d+)_")
+
+
+class PrepareError(ValueError):
+    """The input dataset is missing, malformed or unreadable; the message names the file or folder."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, 3, S, S)
+    labels: torch.Tensor  # int64 (N,), -1 when unlabeled
+    ids: list[str] | None = None
+
+
+# ---------------------------------------------------------------- decoding
+
+def decode_image(path: Path, size: int) -> torch.Tensor:
+    """Open one image file and return it as uint8 (3, size, size); raises PrepareError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: let libjpeg downscale while decoding (much faster)
+            img = img.convert("RGB")
+            img.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise PrepareError(f"{path}: cannot read image ({e})") from e
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
+    return resize_uint8(x.permute(2, 0, 1).unsqueeze(0), size)[0]
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a uint8 (N, C, H, W) batch to (N, C, size, size) with antialiasing."""
+    if x.shape[-2:] == (size, size):
+        return x.contiguous()
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _decode_files(files: list[Path], size: int, skip_bad: bool, desc: str) -> tuple[torch.Tensor, list[int], list[Path]]:
+    """Decode files; returns (images, indices of files kept, skipped files)."""
+    images, kept, skipped = [], [], []
+    for i, f in enumerate(tqdm(files, desc=desc, unit="img", leave=False)):
+        try:
+            images.append(decode_image(f, size))
+            kept.append(i)
+        except PrepareError:
+            if not skip_bad:
+                raise
+            skipped.append(f)
+    if not images:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), kept, skipped
+    return torch.stack(images), kept, skipped
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise PrepareError(f"{path}: missing {what} folder")
+    return path
+
+
+# ---------------------------------------------------------------- sources
+
+def _read_fashion_mnist(root: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """Read Debian's (gzipped) IDX files through torchvision's FashionMNIST reader."""
+    import torchvision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for split, names in FASHION_MNIST_FILES.items():
+            for name in names:
+                plain, gz = root / name, root / f"{name}.gz"
+                if plain.is_file():
+                    shutil.copyfile(plain, raw / name)
+                elif gz.is_file():
+                    with gzip.open(gz, "rb") as src, open(raw / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                else:
+                    raise PrepareError(
+                        f"{gz}: Fashion-MNIST file not found. Install Debian's package "
+                        f"(sudo apt-get install -y dataset-fashion-mnist) or set data.root to a folder "
+                        f"holding {name}[.gz]"
+                    )
+        out = {}
+        classes: list[str] = []
+        for split in FASHION_MNIST_FILES:
+            ds = torchvision.datasets.FashionMNIST(tmp, train=(split == "train"), download=False)
+            out[split] = (ds.data, ds.targets.long())
+            classes = list(ds.classes)
+    return out, classes
+
+
+def _food11_label(path: Path) -> int:
+    m = _LABEL_RE.match(path.name)
+    if not m:
+        raise PrepareError(f"{path}: file name does not start with '<label>_' (Food-11 layout wants <label>_<id>.jpg)")
+    return int(m.group(1))
+
+
+def _read_classes_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise PrepareError(f"{path}: classes file not found (data.classes_file)")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise PrepareError(f"{path}: classes file is empty")
+    return names
+
+
+def _layout(root: Path) -> str:
+    if (root / "training").is_dir():
+        return "food11"
+    if (root / "train").is_dir():
+        return "imagefolder"
+    raise PrepareError(
+        f"{root}: missing training folder: expected the Food-11 layout (training/, validation/, "
+        f"evaluation/) or the ImageFolder layout (train/<class>/, val/<class>/, test/<class>/)"
+    )
+
+
+# ---------------------------------------------------------------- prepare
+
+def _subsample(n: int, limit: int | None, gen: torch.Generator) -> torch.Tensor:
+    """Indices of at most ``limit`` items, a seeded random subset in original order."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=gen)[:limit].sort().values
+
+
+def _holdout(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split of range(n) into (kept, held-out) index sets, each in original order."""
+    perm = torch.randperm(n, generator=gen)
+    k = max(1, int(round(n * fraction)))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
+    raw, classes = _read_fashion_mnist(Path(p.root))
+    x_train, y_train = raw["train"]
+    keep, val = _holdout(len(y_train), p.val_fraction, gen)
+    parts = {"train": (x_train[keep], y_train[keep]), "val": (x_train[val], y_train[val]), "test": raw["test"]}
+    splits = {}
+    for name, (x, y) in parts.items():
+        idx = _subsample(len(y), p.limit, gen)
+        gray = x[idx].unsqueeze(1)  # (N, 1, 28, 28)
+        splits[name] = Split(resize_uint8(gray, p.image_size).expand(-1, 3, -1, -1).contiguous(), y[idx])
+    return splits, classes, {}
+
+
+def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
+    root = Path(p.root)
+    if not root.is_dir():
+        raise PrepareError(f"{root}: data.root folder not found")
+    layout = _layout(root)
+    files: dict[str, list[Path]] = {}
+    labels: dict[str, list[int]] = {}
+    if layout == "food11":
+        for split, folder in (("train", "training"), ("val", "validation")):
+            files[split] = _list_images(_require_dir(root / folder, f"{split} ({folder}/)"))
+            labels[split] = [_food11_label(f) for f in files[split]]
+        if (root / "testing").is_dir():
+            files["test"] = _list_images(root / "testing")
+            labels["test"] = [_food11_label(f) for f in files["test"]]
+        if (root / "evaluation").is_dir():
+            files["evaluation"] = _list_images(root / "evaluation")
+            labels["evaluation"] = [-1] * len(files["evaluation"])
+        sidecar = Path(p.classes_file) if p.classes_file else root / "classes.txt"
+        n = max(labels["train"] + labels["val"], default=-1) + 1
+        if sidecar.is_file() or p.classes_file:
+            classes = _read_classes_file(sidecar)
+        else:
+            classes = FOOD11_CLASSES[:] if n == len(FOOD11_CLASSES) else [str(i) for i in range(n)]
+        for split in ("train", "val", "test"):
+            for f, y in zip(files.get(split, []), labels.get(split, [])):
+                if y >= len(classes):
+                    raise PrepareError(f"{f}: label {y} is out of range for {len(classes)} classes ({sidecar})")
+    else:
+        from torchvision.datasets.folder import find_classes
+
+        classes, to_idx = find_classes(str(root / "train"))
+        for split, folder in (("train", "train"), ("val", "val"), ("test", "test")):
+            d = root / folder
+            if split != "test":
+                _require_dir(d, f"{split} ({folder}/)")
+            elif not d.is_dir():
+                continue
+            files[split], labels[split] = [], []
+            for name in classes:
+                class_dir = _require_dir(d / name, f"class '{name}'")
+                found = _list_images(class_dir)
+                if not found:
+                    raise PrepareError(f"{class_dir}: class '{name}' has no images")
+                files[split] += found
+                labels[split] += [to_idx[name]] * len(found)
+
+    # every class must have training images, or the model could never learn it
+    counts = Counter(labels["train"])
+    for c, name in enumerate(classes):
+        if counts[c] == 0:
+            raise PrepareError(f"{root}: class {c} ('{name}') has no training images")
+
+    if "test" not in files:  # no labelled test set: a seeded half of validation becomes test
+        keep, test = _holdout(len(files["val"]), 0.5, gen)
+        files["test"] = [files["val"][i] for i in test]
+        labels["test"] = [labels["val"][i] for i in test]
+        files["val"] = [files["val"][i] for i in keep]
+        labels["val"] = [labels["val"][i] for i in keep]
+
+    splits, skipped = {}, {}
+    for name in ("train", "val", "test", "evaluation"):
+        if name not in files:
+            continue
+        idx = _subsample(len(files[name]), p.limit, gen).tolist()
+        chosen = [files[name][i] for i in idx]
+        images, kept, bad = _decode_files(chosen, p.image_size, p.skip_bad, desc=f"decode {name}")
+        y = torch.tensor([labels[name][idx[i]] for i in kept], dtype=torch.long)
+        ids = [chosen[i].stem for i in kept] if name == "evaluation" else None
+        splits[name] = Split(images, y, ids)
+        skipped[name] = len(bad)
+    return splits, classes, {"skipped": skipped, "layout": layout}
+
+
+def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
+    """Decode the dataset described by ``p`` into ``out_dir`` (replaced atomically); returns metrics.
+
+    Args:
+        p: the ``data`` params.
+        out_dir: destination folder (e.g. ``data/prepared``).
+        seed: seeds the validation hold-out and ``limit`` subsampling.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if p.source == "fashion-mnist":
+        splits, classes, info = _prepare_fashion_mnist(p, gen)
+    elif p.source == "folder":
+        splits, classes, info = _prepare_folder(p, gen)
+    else:
+        raise PrepareError(f"params.yaml: data.source must be 'fashion-mnist' or 'folder', got {p.source!r}")
+    for name in ("train", "val", "test"):
+        if len(splits[name].labels) == 0:
+            raise PrepareError(f"{p.root}: the {name} split has no readable images")
+
+    x = splits["train"].images.float() / 255
+    meta = {
+        "source": p.source,
+        "classes": classes,
+        "image_size": p.image_size,
+        "mean": x.mean(dim=(0, 2, 3)).tolist(),
+        "std": x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist(),
+        "splits": {k: len(s.labels) for k, s in splits.items()},
+        **info,
+    }
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:  # build the whole folder aside, then swap it in: a failure leaves no half-written output
+        for name, s in splits.items():
+            obj = {"images": s.images, "labels": s.labels}
+            if s.ids is not None:
+                obj["ids"] = s.ids
+            torch.save(obj, tmp / f"{name}.pt")
+        write_json(meta, tmp / "meta.json")
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    metrics: dict[str, Any] = {"images": meta["splits"], "classes": len(classes)}
+    metrics["per_class"] = {
+        name: {classes[c]: n for c, n in sorted(Counter(s.labels.tolist()).items()) if c >= 0}
+        for name, s in splits.items() if name != "evaluation"
+    }
+    if "skipped" in info:
+        metrics["skipped"] = info["skipped"]
+    return metrics
+
+
+# ---------------------------------------------------------------- loading
+
+def load_meta(prepared: str | Path) -> dict[str, Any]:
+    path = Path(prepared) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prepared data not found; run the prepare stage first (dvc repro prepare)")
+    return read_json(path)
+
+
+def load_split(prepared: str | Path, split: str) -> Split:
+    """Load one prepared split, memory-mapped (no copy until used)."""
+    path = Path(prepared) / f"{split}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prepared split '{split}' not found")
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return Split(obj["images"], obj["labels"], obj.get("ids"))
+
+
+def normalizer(meta: dict[str, Any], device: torch.device | str = "cpu"):
+    """A function mapping uint8 (N, 3, H, W) to normalised float32, with the train split's mean/std."""
+    mean = torch.tensor(meta["mean"], device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1) * 255
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return (x.to(device, non_blocking=True).float() - mean) / std
+
+    return norm
+
+
+def data_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of the prepared meta a checkpoint carries so it can be used alone."""
+    return {k: meta[k] for k in ("classes", "mean", "std", "image_size")}

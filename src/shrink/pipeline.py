@@ -1,0 +1,109 @@
+"""What every training stage does around ``train.fit``: load data, train, test, save, report.
+
+Stages in ``stages/`` stay a screenful: they read their params section, build the model and the
+loss, and call ``run_training``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+from .checkpoint import save_checkpoint, state_dict_bytes
+from .config import TrainParams
+from .data import data_meta, load_meta, load_split, normalizer
+from .io import write_json, write_text
+from .models import count_params
+from .train import evaluate, fit, select_device
+
+
+def stage_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Common command line of the training stages: all paths come from dvc.yaml."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--data", default="data/prepared", help="prepared data folder")
+    ap.add_argument("--out", required=True, help="checkpoint to write (.pt); a torchinfo summary goes beside it")
+    ap.add_argument("--metrics", required=True, help="metrics JSON to write")
+    ap.add_argument("--live", default=None, help="dvclive folder for per-epoch curves")
+    if extra:
+        extra(ap)
+    return ap.parse_args()
+
+
+def summary_text(model: nn.Module, image_size: int) -> str:
+    from torchinfo import summary
+
+    return str(summary(model, input_size=(1, 3, image_size, image_size), verbose=0, device="cpu",
+                       col_names=("output_size", "num_params")))
+
+
+def as_params(**sections: Any) -> dict[str, Any]:
+    """Resolved params for a checkpoint: dataclasses become dicts."""
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in sections.items()}
+
+
+def run_training(
+    model: nn.Module,
+    *,
+    name: str,
+    model_kwargs: dict[str, Any],
+    cfg: TrainParams,
+    seed: int,
+    resolved: dict[str, Any],
+    data_dir: str | Path,
+    out: str | Path,
+    metrics_path: str | Path,
+    live_dir: str | Path | None,
+    loss_fn=None,
+    after_backward=None,
+    extra_metrics: Optional[dict[str, Any]] = None,
+    extra_ckpt: Optional[dict[str, Any]] = None,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train, evaluate on test, write checkpoint + summary + metrics; returns the metrics.
+
+    Args:
+        model: the network to train.
+        name, model_kwargs: registry name and constructor arguments, saved to rebuild it.
+        cfg: training params.
+        seed: run seed.
+        resolved: the params sections that made this model (saved in the checkpoint).
+        data_dir: prepared data folder.
+        out: checkpoint path; the summary goes to ``<out stem>.summary.txt``.
+        metrics_path: metrics JSON path.
+        live_dir: dvclive folder.
+        loss_fn, after_backward: plug-ins of ``train.fit``.
+        extra_metrics, extra_ckpt: stage-specific additions.
+        desc: progress-bar label.
+    """
+    t0 = time.perf_counter()
+    meta = load_meta(data_dir)
+    train, val, test = (load_split(data_dir, s) for s in ("train", "val", "test"))
+    result = fit(model, train, val, meta, cfg, seed=seed, loss_fn=loss_fn, after_backward=after_backward,
+                 live_dir=live_dir, desc=desc)
+    device = select_device()
+    model = result.model.to(device)
+    _, test_acc = evaluate(model, test, normalizer(meta, device), cfg.eval_batch_size, device)
+    model.cpu()
+    out = Path(out)
+    save_checkpoint(out, model, name=name, model_kwargs=model_kwargs, num_classes=len(meta["classes"]),
+                    data_meta=data_meta(meta), params=resolved, extra=extra_ckpt)
+    write_text(summary_text(model, meta["image_size"]) + "\n", out.with_suffix(".summary.txt"))
+    metrics = {
+        "val_acc": round(result.best_val_acc, 6),
+        "test_acc": round(test_acc, 6),
+        "params": count_params(model),
+        "fp32_bytes": state_dict_bytes(model, out.parent),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        **(extra_metrics or {}),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(metrics, metrics_path)
+    print(f"{desc}: val acc {metrics['val_acc']:.4f}  test acc {metrics['test_acc']:.4f}  "
+          f"params {metrics['params']:,}  fp32 {metrics['fp32_bytes']:,} B  {metrics['wall_seconds']} s")
+    return metrics

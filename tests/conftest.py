@@ -1,0 +1,133 @@
+"""Shared fixtures: small generated image folders (Food-11 and ImageFolder layouts)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, label: int, size: int = 20, seed: int = 0) -> None:
+    """A small RGB image whose colour depends on the label (so a model can learn it)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([(label * 70) % 256, (label * 130 + 40) % 256, (255 - label * 50) % 256], dtype=torch.float)
+    noise = torch.randint(-30, 30, (size, size + 4, 3), generator=g).float()
+    arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_food11(root: Path, classes: int = 3, per_class: int = 4, evaluation: int = 3) -> Path:
+    for split, n in (("training", per_class), ("validation", max(2, per_class // 2))):
+        for c in range(classes):
+            for i in range(n):
+                write_image(root / split / f"{c}_{i}.jpg", c, seed=c * 100 + i)
+    for i in range(evaluation):
+        write_image(root / "evaluation" / f"{i:04d}.jpg", i % classes, seed=999 + i)
+    return root
+
+
+def make_imagefolder(root: Path, classes=("cat", "dog"), per_class: int = 3) -> Path:
+    for split in ("train", "val", "test"):
+        for c, name in enumerate(classes):
+            for i in range(per_class):
+                write_image(root / split / name / f"{name}{i}.png", c, seed=c * 10 + i)
+    return root
+
+
+@pytest.fixture
+def food11(tmp_path: Path) -> Path:
+    return make_food11(tmp_path / "food-11")
+
+
+# ------------------------------------------------------------------ tiny DVC projects
+
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", ".dvcignore"]
+# python and dvc of this environment must be what `dvc repro` runs
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+
+def tiny_overrides(params: dict) -> dict:
+    """Shrink the default params to a run of seconds: a few hundred images, one epoch, 16 px."""
+    params["data"]["limit"] = 300
+    params["data"]["image_size"] = 16
+    for name in ("teacher", "student", "distill"):
+        params[name]["train"].update(epochs=1, batch_size=64)
+    if "prune" in params:
+        rounds = params["prune"]["rounds"]
+        kept = dict(list(rounds.items())[:3])
+        for r in kept.values():
+            r["epochs"] = 1
+        params["prune"]["rounds"] = kept
+        params["prune"].setdefault("finetune", {}).update(batch_size=64)
+    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
+        if key in params:
+            params[key].update({k: v for k, v in section.items() if k in params[key]})
+    return params
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a real command; on failure the assertion shows its output."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], cwd).stdout
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["dvc", *args], cwd, check=check, timeout=900)
+
+
+def make_project(dest: Path, edit=None) -> Path:
+    """A new git + DVC repo holding this project's pipeline with tiny params, committed."""
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    params = tiny_overrides(yaml.safe_load((dest / "params.yaml").read_text()))
+    if edit:
+        edit(params)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / ".gitignore").write_text("__pycache__/\n")
+    git(dest, "init", "-q", "-b", "main")
+    dvc(dest, "init", "-q")
+    dvc(dest, "config", "core.analytics", "false")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "tiny project")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One full tiny `dvc repro`, committed; tests that change it work on a copy (see copy_project)."""
+    proj = make_project(tmp_path_factory.mktemp("tiny") / "proj")
+    dvc(proj, "repro")
+    git(proj, "add", "-A")
+    git(proj, "commit", "-qm", "tiny run")
+    return proj
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a project with its git history and DVC cache (cheap: a few MB)."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
