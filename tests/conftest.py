@@ -72,7 +72,7 @@ def tiny_overrides(params: dict) -> dict:
         for r in kept.values():
             r["epochs"] = 1
         params["prune"]["rounds"] = kept
-        params["prune"].setdefault("finetune", {}).update(batch_size=64)
+        params["prune"]["finetune"]["train"].update(batch_size=64)
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
         if key in params:
             params[key].update({k: v for k, v in section.items() if k in params[key]})

@@ -1,0 +1,442 @@
+"""Network Slimming: channel choice, physical removal, exactness against masking, L1 hook, course parity."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shrink.checkpoint import model_from_checkpoint, save_checkpoint
+from shrink.config import ParamsError, TrainParams, from_dict
+from shrink.data import Split
+from shrink.models import PRUNABLE_BLOCKS, StudentNet, count_params, student_widths
+from shrink.prune import (
+    PruneParams,
+    RoundParams,
+    bn_l1_hook,
+    keep_as_lists,
+    mask_student,
+    prune_student,
+    select_channels,
+    slim,
+    target_widths,
+    widths_of,
+)
+from shrink.train import train_one_epoch
+
+ATOL = 1e-5
+
+
+# The course's reference implementation (seed 001), copied verbatim, comments translated.
+def network_slimming(old_model, new_model):
+    params = old_model.state_dict()
+    new_params = new_model.state_dict()
+
+    # selected_idx: the neuron indices each layer keeps
+    selected_idx = []
+    # there are 7 CNN layers, so collect the selected neuron indices one by one
+    for i in range(8):
+        # per the table, the gamma coefficients are in cnn.{i}.1.weight
+        importance = params[f'cnn.{i}.1.weight']
+        # how many neurons to keep
+        old_dim = len(importance)
+        new_dim = len(new_params[f'cnn.{i}.1.weight'])
+        # rank the indices, largest first (descending=True)
+        ranking = torch.argsort(importance, descending=True)
+        # store the choice in selected_idx
+        selected_idx.append(ranking[:new_dim])
+
+    now_processed = 1
+    for (name, p1), (name2, p2) in zip(params.items(), new_params.items()):
+        # cnn layers: transplant the parameters
+        # FC layers, or single-number parameters (e.g. batchnorm's tracked count): copy directly
+        if name.startswith('cnn') and p1.size() != torch.Size([]) and now_processed != len(selected_idx):
+            # on reaching the pointwise weight, now_processed+1: this layer is done
+            if name.startswith(f'cnn.{now_processed}.3'):
+                now_processed += 1
+
+            # a pointwise weight depends on the previous and the next pruning: special case
+            if name.endswith('3.weight'):
+                # the last cnn layer's outputs are not pruned
+                if len(selected_idx) == now_processed:
+                    new_params[name] = p1[:,selected_idx[now_processed-1]]
+                # otherwise select by the previous and the next layer's indices
+                # note Conv2d(x,y,1).weight is (y,x,1,1): the order is reversed
+                else:
+                    new_params[name] = p1[selected_idx[now_processed]][:,selected_idx[now_processed-1]]
+            else:
+                new_params[name] = p1[selected_idx[now_processed]]
+        else:
+            new_params[name] = p1
+
+    # load the selected parameters into new_model and return it
+    new_model.load_state_dict(new_params)
+    return new_model
+
+
+# ---------------------------------------------------------------- helpers
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny convs: on a loaded 2-core box, intra-op threads contend and run ~30x slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def randomize(model: StudentNet, seed: int, positive_gamma: bool = False) -> StudentNet:
+    """Non-trivial BN state everywhere: random gammas (distinct), betas, running stats."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                gamma = torch.rand(n, generator=g) + 0.05
+                if not positive_gamma:
+                    gamma *= torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+                m.weight.copy_(gamma)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.num_batches_tracked.fill_(7)
+    return model.eval()
+
+
+def images(n: int = 4, size: int = 28, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope="module")
+def trained() -> StudentNet:
+    """A StudentNet after 30 SGD steps on random 28x28 data: weights and BN stats are not the init."""
+    torch.manual_seed(0)
+    model = StudentNet(num_classes=10).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    hook = bn_l1_hook(1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        x = torch.randn(32, 3, 28, 28, generator=g)
+        y = torch.randint(0, 10, (32,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        hook(model)
+        opt.step()
+    fresh = StudentNet(num_classes=10)
+    assert not torch.allclose(model.cnn[4][1].running_mean, fresh.cnn[4][1].running_mean)
+    assert not torch.allclose(model.cnn[4][1].weight, fresh.cnn[4][1].weight)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- shapes
+
+def test_cut_changes_exactly_the_coupled_tensors():
+    model = randomize(StudentNet(), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    keep = select_channels(model, width=0.5)
+    new = prune_student(model, keep)
+
+    w = student_widths()
+    new_w = list(w)
+    for j in PRUNABLE_BLOCKS:
+        new_w[j] = w[j] // 2
+        assert torch.equal(keep[j], torch.sort(keep[j]).values)  # original order
+    assert new.widths == new_w and widths_of(new) == new_w
+
+    coupled = set()
+    old_sd, new_sd = model.state_dict(), new.state_dict()
+    for j in PRUNABLE_BLOCKS:
+        n = new_w[j]
+        shapes = {
+            f"cnn.{j}.3.weight": (n, w[j - 1], 1, 1) if j - 1 not in PRUNABLE_BLOCKS else (n, new_w[j - 1], 1, 1),
+            f"cnn.{j}.3.bias": (n,),
+            f"cnn.{j + 1}.0.weight": (n, 1, 3, 3),
+            f"cnn.{j + 1}.0.bias": (n,),
+            f"cnn.{j + 1}.1.weight": (n,),
+            f"cnn.{j + 1}.1.bias": (n,),
+            f"cnn.{j + 1}.1.running_mean": (n,),
+            f"cnn.{j + 1}.1.running_var": (n,),
+        }
+        for name, shape in shapes.items():
+            assert tuple(new_sd[name].shape) == shape, name
+            coupled.add(name)
+        consumer = f"cnn.{j + 1}.3.weight"
+        assert new_sd[consumer].shape[1] == n
+        coupled.add(consumer)
+    assert set(new_sd) == set(old_sd)
+    for name in set(old_sd) - coupled:  # everything else: same shape and same values
+        assert torch.equal(new_sd[name], old_sd[name]), name
+    assert new_sd["cnn.5.1.num_batches_tracked"].item() == 7
+
+    assert count_params(new) < count_params(model)
+    x = images()
+    assert logits(new, x).shape == logits(model, x).shape == (4, 11)
+    # pure function: the input model is untouched
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_kept_values_are_the_parents_channels():
+    model = randomize(StudentNet(), seed=3)
+    keep = select_channels(model, width=0.75)
+    new = prune_student(model, keep)
+    j = 4
+    idx = keep[j]
+    assert torch.equal(new.cnn[j][3].weight, model.cnn[j][3].weight[idx][:, keep[3]])
+    assert torch.equal(new.cnn[j + 1][1].running_var, model.cnn[j + 1][1].running_var[idx])
+    assert torch.equal(new.cnn[j + 1][0].weight, model.cnn[j + 1][0].weight[idx])
+
+
+# ---------------------------------------------------------------- exactness
+
+@pytest.mark.parametrize("mode", ["layer", "global"])
+@pytest.mark.parametrize("width", [0.9, 0.4])
+def test_pruned_equals_masked_random(mode, width):
+    model = randomize(StudentNet(), seed=1)
+    keep = select_channels(model, width=width, mode=mode)
+    x = images()
+    masked, pruned = logits(mask_student(model, keep), x), logits(prune_student(model, keep), x)
+    torch.testing.assert_close(pruned, masked, atol=ATOL, rtol=1e-5)
+    # not vacuous: the cut does change the function of the original net
+    assert not torch.allclose(logits(model, x), masked, atol=1e-3)
+
+
+def test_pruned_equals_masked_other_blocks():
+    model = randomize(StudentNet(), seed=2)
+    keep = select_channels(model, width=0.5, blocks=(1, 2, 5), min_channels=4)
+    assert sorted(keep) == [1, 2, 5]
+    x = images()
+    torch.testing.assert_close(
+        logits(prune_student(model, keep), x), logits(mask_student(model, keep), x), atol=ATOL, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mode", ["layer", "global"])
+def test_pruned_equals_masked_trained(trained, mode):
+    keep = select_channels(trained, width=0.6, mode=mode)
+    pruned, masked = prune_student(trained, keep), mask_student(trained, keep)
+    assert pruned.num_classes == 10
+    x = images(8)
+    torch.testing.assert_close(logits(pruned, x), logits(masked, x), atol=ATOL, rtol=1e-5)
+    # exact in train mode too (batch statistics): the silenced channel is 0 either way
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.train()(x), masked.train()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_mask_leaves_input_unchanged():
+    model = randomize(StudentNet(), seed=4)
+    gamma = model.cnn[5][1].weight.clone()
+    masked = mask_student(model, select_channels(model, width=0.5))
+    assert torch.equal(model.cnn[5][1].weight, gamma)
+    assert (masked.cnn[5][1].weight == 0).sum() == 256 - 128  # width 4: 256 -> 128
+    assert (masked.cnn[5][1].bias == 0).sum() == 256 - 128
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_pruned_checkpoint_reloads(tmp_path, trained):
+    pruned, keep = slim(trained, 0.7, PruneParams())
+    path = tmp_path / "prune_1.pt"
+    save_checkpoint(
+        path, pruned, name="student", model_kwargs={"widths": pruned.widths}, num_classes=10,
+        data_meta={"classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 28},
+        params={"prune": dataclasses.asdict(PruneParams()), "width": 0.7},
+        extra={"base_widths": trained.widths, "keep": keep_as_lists(keep)},
+    )
+    back = model_from_checkpoint(path)
+    assert back.widths == pruned.widths == widths_of(back)
+    x = images(6)
+    assert torch.equal(logits(back, x), logits(pruned, x))
+    # a second round from the reloaded net, sized against the original widths
+    ckpt = torch.load(path, weights_only=True)
+    keep2 = select_channels(back, width=0.49, base_widths=ckpt["base_widths"])
+    assert {j: len(v) for j, v in keep2.items()} == {j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS}
+
+
+# ---------------------------------------------------------------- selection rules
+
+def test_layer_mode_counts_follow_the_course():
+    model = StudentNet()
+    for w in (0.95, 0.9025, 0.857375, 0.5):
+        keep = select_channels(model, width=w)
+        assert [len(keep[j]) for j in PRUNABLE_BLOCKS] == [student_widths(width_mult=w)[j] for j in PRUNABLE_BLOCKS]
+    # the floor binds only at tiny widths
+    keep = select_channels(model, width=0.01, min_channels=8)
+    assert all(len(v) == 8 for v in keep.values())
+    assert target_widths(student_widths(), 0.95) == {3: 121, 4: 243, 5: 243, 6: 243}
+
+
+def test_global_mode_threshold_and_floor():
+    model = randomize(StudentNet(), seed=5)
+    with torch.no_grad():
+        # layer 3 (BN cnn.4.1) gets the 128 smallest |gamma| of all: with one global threshold it vanishes
+        model.cnn[4][1].weight.copy_(torch.linspace(1e-4, 1e-3, 128) * torch.where(torch.arange(128) % 2 == 0, 1, -1))
+        for j in (4, 5, 6):
+            model.cnn[j + 1][1].weight.copy_(torch.rand(256) + 0.1)
+    keep = select_channels(model, width=0.5, mode="global", min_channels=8)
+    budget = sum(target_widths(model.widths, 0.5).values())
+    assert sum(len(v) for v in keep.values()) == budget
+    # floor: layer 3 keeps exactly its 8 largest |gamma|
+    assert torch.equal(keep[3], torch.sort(torch.argsort(model.cnn[4][1].weight.abs(), descending=True)[:8]).values)
+    # the rest is one global threshold: every kept |gamma| >= every dropped |gamma| (in layers 4..6)
+    kept, dropped = [], []
+    for j in (4, 5, 6):
+        g = model.cnn[j + 1][1].weight.abs()
+        mask = torch.zeros(256, dtype=torch.bool)
+        mask[keep[j]] = True
+        kept.append(g[mask])
+        dropped.append(g[~mask])
+    assert torch.cat(kept).min() >= torch.cat(dropped).max()
+    # without the floor (min_channels=1) layer 3 keeps one channel only
+    assert len(select_channels(model, width=0.5, mode="global", min_channels=1)[3]) == 1
+    # a floor above a layer's width keeps the whole layer, never more
+    keep_all = select_channels(model, targets={3: 4, 4: 4}, mode="global", min_channels=1000)
+    assert len(keep_all[3]) == 128 and len(keep_all[4]) == 256
+
+
+def test_global_mode_equal_gammas_match_layer_mode_counts():
+    model = StudentNet()
+    with torch.no_grad():
+        for j in PRUNABLE_BLOCKS:
+            model.cnn[j + 1][1].weight.fill_(1.0)
+    keep = select_channels(model, width=0.5, mode="global")
+    assert sum(len(v) for v in keep.values()) == sum(target_widths(model.widths, 0.5).values())
+
+
+def test_selection_errors():
+    model = StudentNet()
+    with pytest.raises(ValueError):
+        select_channels(model)  # neither targets nor width
+    with pytest.raises(ValueError):
+        select_channels(model, targets={3: 200})  # cannot regrow
+    with pytest.raises(ValueError):
+        select_channels(model, width=0.5, blocks=(0, 3))  # the stem is not cut this way
+    with pytest.raises(ValueError):
+        select_channels(model, width=0.5, mode="random")
+    with pytest.raises(ValueError):
+        prune_student(model, {3: torch.tensor([1, 1, 2])})
+    with pytest.raises(ValueError):
+        prune_student(model, {3: torch.tensor([0, 128])})
+    with pytest.raises(ValueError):
+        prune_student(model, {7: torch.tensor([0])})
+
+
+def test_params_load_with_from_dict():
+    p = from_dict(PruneParams, {"mode": "global", "min_channels": 4, "blocks": [3, 4]}, "prune")
+    assert p == PruneParams(mode="global", min_channels=4, blocks=[3, 4])
+    assert from_dict(PruneParams, None, "prune") == PruneParams()
+    r = from_dict(RoundParams, {"parent": "distill", "width": 0.95}, "prune_1")
+    assert (r.parent, r.width, r.epochs) == ("distill", 0.95, 3)
+    assert from_dict(RoundParams, {"parent": "prune_1", "width": 1, "epochs": 2}, "prune_2").width == 1.0
+    with pytest.raises(ParamsError, match="prune.minchannels"):
+        from_dict(PruneParams, {"minchannels": 4}, "prune")
+    with pytest.raises(ParamsError, match="prune.blocks"):
+        from_dict(PruneParams, {"blocks": 3}, "prune")
+    with pytest.raises(ValueError):
+        from_dict(PruneParams, {"mode": "lyer"}, "prune")
+    with pytest.raises(ValueError):
+        from_dict(RoundParams, {"parent": "distill", "width": 1.5}, "prune_1")
+
+
+# ---------------------------------------------------------------- L1 hook
+
+def _steps(l1: float, n: int = 5, zero_loss: bool = False) -> StudentNet:
+    torch.manual_seed(0)
+    model = StudentNet(num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook = bn_l1_hook(l1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(n):
+        x = torch.randn(16, 3, 28, 28, generator=g)
+        y = torch.randint(0, 10, (16,), generator=g)
+        out = model(x)
+        loss = 0.0 * out.sum() if zero_loss else F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        if hook is not None:
+            hook(model)
+        opt.step()
+    return model
+
+
+def test_l1_hook_changes_gammas():
+    assert bn_l1_hook(0.0) is None
+    with pytest.raises(ValueError):
+        bn_l1_hook(-1.0)
+    plain, slimmed = _steps(0.0), _steps(1e-2)
+    for j in PRUNABLE_BLOCKS:
+        assert not torch.allclose(plain.cnn[j + 1][1].weight, slimmed.cnn[j + 1][1].weight)
+    # after one step (before the trajectories diverge) only the prunable gammas differ, by lr * l1
+    plain, slimmed = _steps(0.0, n=1), _steps(1e-2, n=1)
+    assert torch.equal(plain.cnn[2][1].weight, slimmed.cnn[2][1].weight)
+    for j in PRUNABLE_BLOCKS:
+        torch.testing.assert_close(plain.cnn[j + 1][1].weight - slimmed.cnn[j + 1][1].weight,
+                                   0.1 * 1e-2 * torch.sign(plain.cnn[j + 1][1].weight), atol=1e-6, rtol=0)
+
+
+def test_l1_hook_shrinks_gammas_under_zero_loss():
+    init = StudentNet(num_classes=10)  # gammas start at 1
+    model = _steps(0.05, n=4, zero_loss=True)  # each step: gamma -= lr * l1 * sign(gamma)
+    for j in PRUNABLE_BLOCKS:
+        g = model.cnn[j + 1][1].weight
+        assert torch.all(g.abs() < init.cnn[j + 1][1].weight.abs())
+        torch.testing.assert_close(g, torch.full_like(g, 1.0 - 4 * 0.1 * 0.05))
+    assert torch.equal(model.cnn[1][1].weight, init.cnn[1][1].weight)
+
+
+def test_l1_hook_in_the_training_loop():
+    data = Split(images=torch.randint(0, 256, (64, 3, 28, 28), dtype=torch.uint8), labels=torch.randint(0, 10, (64,)))
+    cfg = TrainParams(batch_size=16, optimizer="sgd", lr=0.05)
+
+    def run(l1: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = StudentNet(num_classes=10)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        train_one_epoch(
+            model, data, lambda x: x.float() / 255 - 0.5, opt, cfg, torch.Generator().manual_seed(0),
+            loss_fn=lambda logits, y, _x: F.cross_entropy(logits, y), after_backward=bn_l1_hook(l1),
+        )
+        return model.cnn[5][1].weight.detach().clone()
+
+    a, b = run(0.0), run(0.1)
+    assert (b.abs() < a.abs()).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------- parity with the course
+
+@pytest.mark.parametrize("width", [0.95, 0.5])
+def test_layer_mode_matches_course_network_slimming(width):
+    old = randomize(StudentNet(), seed=6, positive_gamma=True)  # the course sorts raw gamma
+    course = network_slimming(old, StudentNet(width_mult=width)).eval()
+    keep = select_channels(old, width=width, mode="layer")
+    ours = prune_student(old, keep)
+    assert ours.widths == course.widths == student_widths(width_mult=width)
+    for j in PRUNABLE_BLOCKS:
+        # gammas are distinct, so the set of kept gamma values identifies the set of kept channels
+        course_set = set(course.cnn[j + 1][1].weight.tolist())
+        ours_set = set(old.cnn[j + 1][1].weight[keep[j]].tolist())
+        assert course_set == ours_set
+    x = images(4)
+    torch.testing.assert_close(logits(ours, x), logits(course, x), atol=ATOL, rtol=1e-5)
+
+
+def test_rounds_match_the_course_loop():
+    """The course's loop: width_mult *= 0.95 each round, always relative to the original widths."""
+    net = randomize(StudentNet(), seed=7, positive_gamma=True)
+    base = net.widths
+    ours = net
+    course = net
+    width = 1.0
+    x = images(4)
+    for _ in range(3):
+        width *= 0.95
+        course = network_slimming(course, StudentNet(width_mult=width)).eval()
+        ours, _ = slim(ours, width, PruneParams(), base_widths=base)
+        assert ours.widths == course.widths
+        torch.testing.assert_close(logits(ours, x), logits(course, x), atol=ATOL, rtol=1e-5)
