@@ -72,6 +72,8 @@ def tiny_overrides(params: dict) -> dict:
         for r in kept.values():
             r["epochs"] = 1
         params["prune"]["rounds"] = kept
+        if "quantize" in params:
+            params["quantize"]["models"] = ["distill", list(kept)[-1]]
         params["prune"]["finetune"]["train"].update(batch_size=64)
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
         if key in params:
