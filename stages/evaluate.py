@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shrink.config import from_dict, load_params
 from shrink.data import load_meta, load_split, normalizer
-from shrink.evaluate import (Entry, EvaluateParams, compare, file_bytes, fp32_entry, predict_classes, predictions_csv,
+from shrink.evaluate import (Entry, torch_runner, EvaluateParams, compare, file_bytes, fp32_entry, predict_classes, predictions_csv,
                              report_markdown)
 from shrink.io import read_json, write_json, write_text
 from shrink.quantize import load_artifact
@@ -33,8 +33,8 @@ entries = [fp32_entry(name, models / f"{name}.pt") for name in ("teacher", "stud
 for src in quantized:
     for kind, ext in (("fp16", "fp16.pt"), ("uint8", "uint8.pt"), ("int8", "int8.onnx")):
         path = models / "quantized" / f"{src}.{ext}"
-        runner, _ = load_artifact(path, threads=p.threads)
-        entries.append(Entry(f"{src}.{kind}", kind, path, runner, params=next(e.params for e in entries if e.name == src),
+        model, _ = load_artifact(path, threads=p.threads)
+        entries.append(Entry(f"{src}.{kind}", kind, path, torch_runner(model), params=next(e.params for e in entries if e.name == src),
                              bytes=file_bytes(path), source=src))
 
 meta = load_meta(args.data)

@@ -2,11 +2,11 @@
 import argparse
 import os
 
-from shrink.checkpoint import load_checkpoint, model_from_checkpoint
-from shrink.config import from_dict, load_params
+from shrink.checkpoint import load_checkpoint
+from shrink.config import QuantizeParams, load_params, section
 from shrink.data import load_meta, load_split, normalizer
 from shrink.io import write_json
-from shrink.quantize import QuantizeParams, export_int8, save_fp16, save_uint8
+from shrink.quantize import save_fp16, save_int8, save_uint8
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--params", default="params.yaml")
@@ -16,14 +16,14 @@ ap.add_argument("--out-prefix", required=True, help="writes <prefix>.fp16.pt, <p
 ap.add_argument("--metrics", required=True)
 args = ap.parse_args()
 
-p = from_dict(QuantizeParams, {k: v for k, v in (load_params(args.params).get("quantize") or {}).items() if k != "models"}, "quantize")
+p = section(load_params(args.params), "quantize", QuantizeParams)
 ckpt = load_checkpoint(args.model)
 paths = {kind: f"{args.out_prefix}.{ext}" for kind, ext in (("fp16", "fp16.pt"), ("uint8", "uint8.pt"), ("int8", "int8.onnx"))}
 save_fp16(ckpt, paths["fp16"])
 save_uint8(ckpt, paths["uint8"])
 train = load_split(args.data, "train")
 calib = normalizer(load_meta(args.data))(train.images[: p.calibration_images])
-export_int8(model_from_checkpoint(ckpt), calib, paths["int8"], meta=ckpt["data"])
+save_int8(ckpt, calib, paths["int8"])
 sizes = {f"{kind}_bytes": os.path.getsize(path) for kind, path in paths.items()}
 write_json({"source": args.model, **sizes}, args.metrics)
 print(f"quantize {args.model}: " + ", ".join(f"{k} {v:,} B" for k, v in sizes.items()))

@@ -40,3 +40,41 @@ def test_second_repro_does_nothing(tiny_run):
     out = dvc(tiny_run, "repro").stdout
     assert "Running stage" not in out
     assert "up to date" in out
+
+
+def test_quantize_and_evaluate_outputs(tiny_run):
+    ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
+    names = ["teacher", "student", "distill", "prune_1", "prune_2", "prune_3"]
+    names += [f"{m}.{k}" for m in ("distill", "prune_3") for k in ("fp16", "uint8", "int8")]
+    assert list(ev) == names
+    assert ev["teacher"]["size_ratio_vs_teacher"] == 1.0
+    assert ev["distill.uint8"]["bytes"] <= 300_000 < ev["distill"]["bytes"]
+    assert ev["prune_3.uint8"]["bytes"] < ev["distill.uint8"]["bytes"]
+    assert ev["prune_3"]["params"] < ev["prune_1"]["params"] < ev["distill"]["params"]
+    lat = json.loads((tiny_run / "metrics/latency.json").read_text())
+    assert lat["teacher"]["speedup_b64_vs_teacher"] == 1.0 and lat["distill.int8"]["latency_b1_ms"] > 0
+    report = (tiny_run / "report.md").read_text()
+    assert all(f"`{n}`" in report for n in names)
+    assert (tiny_run / "plots/models.csv").read_text().count("\n") == len(names) + 1
+    assert (tiny_run / "plots/prune.csv").read_text().splitlines()[0] == "round,model,width,params,test_acc,val_acc_after_cut"
+    assert (tiny_run / "predictions.csv").read_text() == "Id,Category\n"  # Fashion-MNIST has no unlabeled split
+
+
+def test_food11_folder_end_to_end_with_predictions(tmp_path):
+    """The whole pipeline on a Food-11-layout folder: predictions.csv and `shrink predict` from the shipped artifact."""
+    from conftest import make_food11, make_project, run
+
+    root = make_food11(tmp_path / "food-11", classes=3, per_class=12, evaluation=5)
+
+    def edit(p):
+        p["data"].update(source="folder", root=str(root), limit=None)
+
+    proj = make_project(tmp_path / "proj", edit)
+    dvc(proj, "repro")
+    rows = (proj / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "Id,Category"
+    assert [r.split(",")[0] for r in rows[1:]] == ["0000", "0001", "0002", "0003", "0004"]
+    assert all(r.split(",")[1] in {"0", "1", "2"} for r in rows[1:])
+    out = run(["shrink", "predict", "--model", "models/quantized/prune_3.uint8.pt", str(root / "evaluation")], proj)
+    printed = [line.split("\t") for line in out.stdout.splitlines()]
+    assert len(printed) == 5 and all(cls in {"0", "1", "2"} for _, cls in printed)

@@ -144,3 +144,9 @@ class FinetuneParams:
     temperature: float = 4.0
     alpha: float = 0.9
     train: TrainParams = field(default_factory=TrainParams)
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    models: list[str] = field(default_factory=lambda: ["distill"])  # checkpoints to quantize (one stage each)
+    calibration_images: int = 512  # training images that calibrate int8 activation ranges

@@ -50,11 +50,13 @@ class Entry:
 def fp32_entry(name: str, path: Path) -> Entry:
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt)
-    return Entry(name, "fp32", path, _torch_runner(model), count_params(model), state_dict_bytes(model, path.parent))
+    return Entry(name, "fp32", path, torch_runner(model), count_params(model), state_dict_bytes(model, path.parent))
 
 
-def _torch_runner(model: torch.nn.Module) -> Runner:
-    model.eval()
+def torch_runner(model: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
+    """Wrap a model (an nn.Module or an ONNX runner) as an eval-mode, no-grad runner."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:
