@@ -2,6 +2,8 @@
 import argparse
 import os
 
+import torch
+
 from shrink.checkpoint import load_checkpoint
 from shrink.config import QuantizeParams, load_params, section
 from shrink.data import load_meta, load_split, normalizer
@@ -22,7 +24,9 @@ paths = {kind: f"{args.out_prefix}.{ext}" for kind, ext in (("fp16", "fp16.pt"),
 save_fp16(ckpt, paths["fp16"])
 save_uint8(ckpt, paths["uint8"])
 train = load_split(args.data, "train")
-calib = normalizer(load_meta(args.data))(train.images[: p.calibration_images])
+# a seeded random sample: a folder source's train split is ordered by class
+pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[: p.calibration_images]
+calib = normalizer(load_meta(args.data))(train.images[pick.sort().values])
 save_int8(ckpt, calib, paths["int8"])
 sizes = {f"{kind}_bytes": os.path.getsize(path) for kind, path in paths.items()}
 write_json({"source": args.model, **sizes}, args.metrics)

@@ -1,0 +1,108 @@
+"""``shrink predict``: classify image files with a model artifact, one ``path<TAB>class`` line per image.
+
+Images are decoded exactly as the prepare stage decoded the training data (``data.decode_image``:
+RGB, whole image resized to ``image_size`` with antialiasing), normalised with the artifact's own
+mean/std and classified in batches. An unreadable file prints ``error: <path>: cannot read image (...)``
+on stderr and the rest still run; the exit code is 1 if any file failed, else 0.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from .data import IMAGE_EXTENSIONS, PrepareError, decode_image, normalizer
+from .quantize import load_artifact
+
+DEFAULT_ARTIFACT = "models/quantized/prune_5.uint8.pt"  # the default pipeline's shipped artifact
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="shrink predict",
+        description="Classify images with a compressed model. Prints one 'path<TAB>class' line per image; "
+                    "unreadable files get an 'error:' line on stderr and make the exit code 1.",
+    )
+    ap.add_argument("paths", nargs="+", metavar="PATH",
+                    help=f"image files, or folders searched recursively for {', '.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
+    ap.add_argument("--model", default=DEFAULT_ARTIFACT, metavar="ARTIFACT",
+                    help="uint8 / fp16 / fp32 .pt checkpoint or int8 .onnx file (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")
+    return ap
+
+
+def _expand(paths: Sequence[str], errors: list[str]) -> Iterator[Path]:
+    """Files in argument order; folders expand to their images, sorted. Problems go to ``errors``."""
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                errors.append(f"{p}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            yield from found
+        elif p.is_file():
+            yield p  # named explicitly: try it whatever its extension
+        else:
+            errors.append(f"{p}: no such file or folder")
+
+
+def _batches(files: Iterator[Path], size: int) -> Iterator[list[Path]]:
+    batch: list[Path] = []
+    for f in files:
+        batch.append(f)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.batch_size < 1 or args.threads < 1:
+        ap.error("--batch-size and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    try:
+        model, meta = load_artifact(args.model, threads=args.threads)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        ap.error(f"--model: {e}")
+    data = meta["data"]
+    classes, size, norm = data["classes"], int(data["image_size"]), normalizer(data)
+
+    failed = 0
+    problems: list[str] = []
+    for batch in _batches(_expand(args.paths, problems), args.batch_size):
+        for msg in problems:  # path problems found while expanding, reported in order
+            print(f"error: {msg}", file=sys.stderr)
+        failed += len(problems)
+        problems.clear()
+        images, good = [], []
+        for path in batch:
+            try:
+                images.append(decode_image(path, size))
+                good.append(path)
+            except (PrepareError, Image.DecompressionBombError) as e:
+                msg = str(e) if isinstance(e, PrepareError) else f"{path}: cannot read image ({e})"
+                print(f"error: {msg}", file=sys.stderr)
+                failed += 1
+        if not images:
+            continue
+        with torch.inference_mode():
+            pred = model(norm(torch.stack(images))).argmax(1).tolist()
+        for path, k in zip(good, pred):
+            print(f"{path}\t{classes[k]}")
+        sys.stdout.flush()
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    failed += len(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""Quantization round trips, artifact sizes, int8 ONNX agreement and ``shrink predict``."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from shrink import predict
+from shrink.models import StudentNet
+from shrink.quantize import (
+    Int8Model, artifact_kind, dequantize_state_dict, dequantize_tensor, export_int8, load_artifact,
+    quantize_state_dict, quantize_tensor, save_fp16, save_int8, save_uint8,
+)
+
+FOOD11 = ["Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
+          "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit"]
+PRUNED_WIDTHS = [16, 32, 64, 99, 198, 198, 198, 256]
+
+
+def _ckpt(model: StudentNet, classes: list[str], image_size: int = 28, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)) -> dict:
+    return {
+        "model": "student",
+        "model_kwargs": {"widths": list(model.widths)},
+        "num_classes": model.num_classes,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "params": {"seed": 0, "distill": {"temperature": 4.0, "alpha": 0.9}},
+        "data": {"classes": classes, "mean": list(mean), "std": list(std), "image_size": image_size},
+    }
+
+
+def _student_with_stats(seed: int = 0, **kw) -> StudentNet:
+    """A StudentNet whose BatchNorm statistics are not the trivial 0/1 defaults."""
+    torch.manual_seed(seed)
+    model = StudentNet(**kw)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.num_batches_tracked.fill_(123)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- uint8
+
+def test_uint8_round_trip_error_is_at_most_half_a_step():
+    sd = _student_with_stats(num_classes=11).state_dict()
+    packed = quantize_state_dict(sd)
+    back = dequantize_state_dict(packed)
+    assert list(back) == list(sd)
+    n_q = 0
+    for (name, shape, store), (k, v) in zip(packed["index"], sd.items()):
+        assert name == k and list(back[k].shape) == list(v.shape) == shape
+        if store == "q8":
+            n_q += 1
+            lo, hi = v.min().item(), v.max().item()
+            bound = (hi - lo) / 255 / 2 + 1e-6 * max(abs(lo), abs(hi)) + 1e-12
+            assert back[k].dtype == torch.float32
+            assert (back[k] - v).abs().max().item() <= bound, name
+            assert back[k].min().item() == pytest.approx(lo, abs=1e-7) and back[k].max().item() == pytest.approx(hi, rel=1e-6)
+        else:
+            assert torch.equal(back[k], v), name  # kept exactly (num_batches_tracked)
+    assert n_q == sum(v.is_floating_point() for v in sd.values()) > 0
+    assert packed["q"].dtype == torch.uint8 and packed["q"].numel() == sum(v.numel() for v in sd.values() if v.is_floating_point())
+
+
+def test_uint8_constant_tiny_and_bad_tensors():
+    q, lo, hi = quantize_tensor(torch.full((7, 3), 0.3))  # max == min: no division by zero
+    assert lo == hi and torch.equal(q, torch.zeros(7, 3, dtype=torch.uint8))
+    assert torch.equal(dequantize_tensor(q, lo, hi), torch.full((7, 3), 0.3))
+    q, lo, hi = quantize_tensor(torch.tensor([-1.0, 0.0, 1.0]))
+    assert q.tolist() == [0, 128, 255]  # 127.5 rounds half to even
+    sd = {"pair": torch.tensor([0.123456, -7.5]), "one": torch.tensor(3.25), "const": torch.full((5,), -2.0),
+          "ints": torch.arange(4), "w": torch.linspace(-1, 1, 10)}
+    packed = quantize_state_dict(sd)
+    assert [s for _, _, s in packed["index"]] == ["torch.float32", "torch.float32", "q8", "torch.int64", "q8"]
+    back = dequantize_state_dict(packed)
+    for k in ("pair", "one", "const", "ints"):
+        assert torch.equal(back[k], sd[k]) and back[k].dtype == sd[k].dtype, k
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_tensor(torch.tensor([1.0, float("nan")]))
+
+
+def test_uint8_artifact_size_self_contained_and_loads(tmp_path):
+    model = _student_with_stats(num_classes=11)
+    assert sum(p.numel() for p in model.parameters()) == 256_779
+    path = tmp_path / "student_uint8.pt"
+    size = save_uint8(_ckpt(model, FOOD11), path)
+    assert size == os.path.getsize(path) <= 300_000
+
+    pruned = _student_with_stats(num_classes=11, widths=PRUNED_WIDTHS)
+    pruned_size = save_uint8(_ckpt(pruned, FOOD11), tmp_path / "pruned_uint8.pt")
+    assert pruned_size < size
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
+    assert raw["format"] == "shrink-uint8" and raw["q"].dtype == torch.uint8
+    assert artifact_kind(path) == "uint8"
+    loaded, meta = load_artifact(path)
+    assert meta["kind"] == "uint8" and meta["data"]["classes"] == FOOD11 and meta["num_classes"] == 11
+    assert meta["model_kwargs"]["widths"] == model.widths
+    expected = dequantize_state_dict(raw)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    # the dequantized network computes nearly what the original does
+    x = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = model(x), loaded(x)
+    assert (out - ref).abs().max().item() < 0.1 * ref.abs().max().item()
+
+
+def test_fp16_artifact_loads_as_float32_and_agrees(tmp_path):
+    model = _student_with_stats(num_classes=11)
+    path = tmp_path / "student_fp16.pt"
+    size = save_fp16(_ckpt(model, FOOD11), path)
+    assert size < 600_000
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(v.dtype in (torch.float16, torch.int64) for v in raw["state_dict"].values())
+    assert artifact_kind(path) == "fp16"
+    loaded, meta = load_artifact(path)
+    assert meta["kind"] == "fp16" and meta["data"]["classes"] == FOOD11
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(16, 3, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref, out = model(x), loaded(x)
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_fp32_checkpoint_and_bad_files(tmp_path):
+    model = _student_with_stats(num_classes=3, widths=[4, 8, 8, 8, 8, 8, 8, 8])
+    path = tmp_path / "fp32.pt"
+    torch.save(_ckpt(model, ["a", "b", "c"]), path)
+    assert artifact_kind(path) == "fp32"
+    loaded, meta = load_artifact(path)
+    assert meta["kind"] == "fp32"
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    (tmp_path / "junk.pt").write_text("not a model")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_artifact(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a model artifact"):
+        artifact_kind(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_artifact(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- int8 ONNX (on a quickly trained tiny model)
+
+CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]
+SIZE = 16
+
+
+def _synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 3, 16, 16): noise, plus a bright 8x8 square in the quadrant named by the label."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    x = torch.randint(0, 90, (n, 3, SIZE, SIZE), generator=g)
+    for i, k in enumerate(labels.tolist()):
+        r, c = divmod(k, 2)
+        x[i, k % 3, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 150
+    return x.clamp(0, 255).to(torch.uint8), labels
+
+
+MEAN, STD = (0.25, 0.25, 0.25), (0.2, 0.2, 0.2)
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny StudentNet trained for a few seconds on the synthetic task, with its uint8 and int8 artifacts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is faster, and deterministic; two thrash on a busy machine
+    try:
+        torch.manual_seed(0)
+        model = StudentNet(num_classes=4, widths=[8, 16, 16, 32, 32, 32, 32, 32])
+        x, y = _synthetic(60 * 32, seed=0)
+        xn = _norm(x)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model.train()
+        for idx in torch.arange(len(y)).split(32):  # one pass, 60 steps: ~1 s
+            loss = F.cross_entropy(model(xn[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    out = tmp_path_factory.mktemp("tiny")
+    ckpt = _ckpt(model, CLASSES, image_size=SIZE, mean=MEAN, std=STD)
+    save_uint8(ckpt, out / "tiny_uint8.pt")
+    save_int8(ckpt, xn[:256], out / "tiny_int8.onnx")
+    return model, out
+
+
+def test_int8_onnx_agrees_with_fp32(tiny):
+    model, out = tiny
+    x, y = _synthetic(300, seed=1)  # held out
+    xn = _norm(x)
+    with torch.no_grad():
+        ref = model(xn)
+    assert (ref.argmax(1) == y).float().mean().item() >= 0.9  # the fp32 model learned the task
+    int8 = Int8Model(out / "tiny_int8.onnx", threads=2)
+    logits = int8(xn)
+    assert logits.shape == (300, 4) and logits.dtype == torch.float32
+    assert (logits.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.9
+    assert (logits.argmax(1) == y).float().mean().item() >= 0.9
+    assert int8(xn[:1]).shape == (1, 4)  # dynamic batch axis
+    assert int8.meta["data"]["classes"] == CLASSES and int8.meta["data"]["image_size"] == SIZE
+    assert artifact_kind(out / "tiny_int8.onnx") == "int8-onnx"
+    loaded, meta = load_artifact(out / "tiny_int8.onnx")
+    assert meta["kind"] == "int8-onnx" and meta["data"]["mean"] == list(MEAN) and meta["num_classes"] == 4
+    torch.testing.assert_close(loaded(xn[:10]), logits[:10])
+
+    import onnx  # really int8: quantized weights and integer-input ops in the graph
+
+    proto = onnx.load(str(out / "tiny_int8.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in proto.graph.initializer)
+
+
+def test_export_int8_is_atomic_and_validates(tmp_path):
+    model = StudentNet(num_classes=2, widths=[4] * 8)
+    with pytest.raises(ValueError, match="calibration"):
+        export_int8(model, torch.zeros(0, 3, 8, 8), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+# ---------------------------------------------------------------- shrink predict
+
+def _write(path, img_u8: torch.Tensor, fmt: str | None = None) -> None:
+    Image.fromarray(img_u8.permute(1, 2, 0).numpy()).save(path, fmt)
+
+
+@pytest.mark.parametrize("artifact", ["tiny_uint8.pt", "tiny_int8.onnx"])
+def test_predict_good_and_bad_files(tiny, tmp_path, capsys, artifact):
+    _, out = tiny
+    x, y = _synthetic(6, seed=2)
+    good = []
+    for i in range(4):
+        good.append(tmp_path / f"img{i}.png")
+        _write(good[-1], x[i])  # lossless at the model's size: predictions are checkable
+    folder = tmp_path / "more" / "nested"
+    folder.mkdir(parents=True)
+    big = F.interpolate(x[4:5].float(), scale_factor=4, mode="nearest")[0].to(torch.uint8)
+    _write(folder / "big.JPG", big, "JPEG")  # resized to 16x16 on read, like prepare did
+    _write(tmp_path / "more" / "b.bmp", x[5])
+    (tmp_path / "more" / "notes.txt").write_text("not an image, not an image extension: skipped")
+    fake = tmp_path / "x.jpg"
+    fake.write_text("this is text, not a JPEG")
+    full = tmp_path / "full.jpg"
+    _write(full, big, "JPEG")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+
+    args = ["--model", str(out / artifact), "--batch-size", "2",
+            str(good[0]), str(fake), str(good[1]), str(truncated), str(good[2]), str(good[3]), str(tmp_path / "more")]
+    rc = predict.main(args)
+    cap = capsys.readouterr()
+    assert rc == 1
+    lines = [line.split("\t") for line in cap.out.splitlines()]
+    printed = [p for p, _ in lines]
+    assert printed == [str(p) for p in good] + [str(tmp_path / "more" / "b.bmp"), str(folder / "big.JPG")]
+    assert all(c in CLASSES for _, c in lines)
+    assert [c for _, c in lines[:4]] == [CLASSES[k] for k in y[:4].tolist()]
+    errors = cap.err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"error: {fake}: cannot read image (")
+    assert errors[1].startswith(f"error: {truncated}: cannot read image (")
+
+
+def test_predict_all_good_exits_zero_and_missing_paths_fail(tiny, tmp_path, capsys):
+    _, out = tiny
+    x, _ = _synthetic(1, seed=3)
+    _write(tmp_path / "a.png", x[0])
+    assert predict.main(["--model", str(out / "tiny_uint8.pt"), str(tmp_path / "a.png")]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith(f"{tmp_path / 'a.png'}\t") and cap.err == ""
+    assert predict.main(["--model", str(out / "tiny_uint8.pt"), str(tmp_path / "nope.png"), str(tmp_path / "a.png")]) == 1
+    cap = capsys.readouterr()
+    assert "error: " in cap.err and "nope.png" in cap.err and len(cap.out.splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--model", str(tmp_path / "missing.pt"), str(tmp_path / "a.png")])
+    assert e.value.code == 2
+    assert "missing.pt" in capsys.readouterr().err
+
+
+def test_predict_help_mentions_the_essentials(capsys):
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--model" in text and "PATH" in text
+    assert predict.DEFAULT_ARTIFACT in text
