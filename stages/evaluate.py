@@ -1,13 +1,11 @@
 """evaluate: accuracy, parameters, bytes on disk and CPU latency of every model; metrics, plots, report.md, predictions."""
 import argparse
-import csv
-import io
 from pathlib import Path
 
 from shrink.config import from_dict, load_params
 from shrink.data import load_meta, load_split, normalizer
-from shrink.evaluate import (Entry, torch_runner, EvaluateParams, compare, file_bytes, fp32_entry, predict_classes, predictions_csv,
-                             report_markdown)
+from shrink.evaluate import (Entry, torch_runner, EvaluateParams, compare, file_bytes, fp32_entry, models_plot, predict_classes,
+                             predictions_csv, prune_plot, report_markdown)
 from shrink.io import read_json, write_json, write_text
 from shrink.quantize import load_artifact
 
@@ -42,23 +40,9 @@ ev, lat, _ = compare(entries, load_split(args.data, "test"), meta, p)
 write_json(ev, args.metrics)
 write_json(lat, args.latency)
 
-# plots: one point per model (accuracy vs bytes), and the pruning rounds
-def table(rows, fields):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-write_text(table([{"model": k, "kind": r["kind"], "bytes": r["bytes"], "test_acc": r["test_acc"]} for k, r in ev.items()],
-                 ["model", "kind", "bytes", "test_acc"]), Path(args.plots) / "models.csv")
-prune_rows = []
-for i, name in enumerate(["distill", *rounds]):
-    m = read_json(Path(args.prune_metrics) / f"{name}.json") if name != "distill" else {"width": 1.0, "val_acc_after_cut": None}
-    prune_rows.append({"round": i, "model": name, "width": m["width"], "params": ev[name]["params"],
-                       "test_acc": ev[name]["test_acc"], "val_acc_after_cut": m["val_acc_after_cut"]})
-write_text(table(prune_rows, ["round", "model", "width", "params", "test_acc", "val_acc_after_cut"]),
-           Path(args.plots) / "prune.csv")
+write_text(models_plot(ev), Path(args.plots) / "models.csv")
+rounds_metrics = {name: read_json(Path(args.prune_metrics) / f"{name}.json") for name in rounds}
+write_text(prune_plot(ev, rounds_metrics), Path(args.plots) / "prune.csv")
 
 report = "# shrink report\n\n" + report_markdown(ev, lat, p)
 shipped = f"{quantized[-1]}.{p.ship}" if quantized else None

@@ -55,30 +55,11 @@ import sys
 
 import yaml
 
+from shrink.bench import tiny_overrides  # one definition of "tiny", shared with `shrink bench --quick`
+
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", ".dvcignore"]
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-
-
-def tiny_overrides(params: dict) -> dict:
-    """Shrink the default params to a run of seconds: a few hundred images, one epoch, 16 px."""
-    params["data"]["limit"] = 300
-    params["data"]["image_size"] = 16
-    for name in ("teacher", "student", "distill"):
-        params[name]["train"].update(epochs=1, batch_size=64)
-    if "prune" in params:
-        rounds = params["prune"]["rounds"]
-        kept = dict(list(rounds.items())[:3])
-        for r in kept.values():
-            r["epochs"] = 1
-        params["prune"]["rounds"] = kept
-        if "quantize" in params:
-            params["quantize"]["models"] = ["distill", list(kept)[-1]]
-        params["prune"]["finetune"]["train"].update(batch_size=64)
-    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
-        if key in params:
-            params[key].update({k: v for k, v in section.items() if k in params[key]})
-    return params
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -113,8 +113,7 @@ def check_target(key: str, value: float | None) -> TargetCheck:
 
 def tiny_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
-    three pruning rounds (the idea of tests/conftest.tiny_overrides; kept here so the package does
-    not import the tests)."""
+    three pruning rounds. The tests' tiny projects use this same function."""
     params["data"]["limit"] = 300
     params["data"]["image_size"] = 16
     for name in ("teacher", "student", "distill"):

@@ -152,5 +152,32 @@ def predictions_csv(ids: list[str], pred: torch.Tensor, classes: list[str]) -> s
     return "\n".join(rows) + "\n"
 
 
+def csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def models_plot(ev: dict[str, dict[str, Any]]) -> str:
+    """CSV for the accuracy-vs-bytes plot: one point per model."""
+    rows = [{"model": k, "kind": r["kind"], "bytes": r["bytes"], "test_acc": r["test_acc"]} for k, r in ev.items()]
+    return csv_text(rows, ["model", "kind", "bytes", "test_acc"])
+
+
+def prune_plot(ev: dict[str, dict[str, Any]], round_metrics: dict[str, dict[str, Any]], parent: str = "distill") -> str:
+    """CSV for the accuracy-per-round plot; round 0 is the unpruned ``parent``."""
+    rows = [{"round": 0, "model": parent, "width": 1.0, "params": ev[parent]["params"],
+             "test_acc": ev[parent]["test_acc"], "val_acc_after_cut": ""}]
+    for i, (name, m) in enumerate(round_metrics.items(), start=1):
+        rows.append({"round": i, "model": name, "width": m["width"], "params": ev[name]["params"],
+                     "test_acc": ev[name]["test_acc"], "val_acc_after_cut": m["val_acc_after_cut"]})
+    return csv_text(rows, ["round", "model", "width", "params", "test_acc", "val_acc_after_cut"])
+
+
 def file_bytes(path: str | os.PathLike) -> int:
     return Path(path).stat().st_size
