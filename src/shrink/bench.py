@@ -607,7 +607,7 @@ def compression(project: Path, work: Path, threads: int, calib_images: int) -> t
                 continue
             if "fp32_bytes" not in m or "params" not in m:
                 model = model_from_checkpoint(ckpt)
-                m = {**m, "fp32_bytes": state_dict_bytes(model, work), "params": count_params(model)}
+                m = {**m, "fp32_bytes": state_dict_bytes(model), "params": count_params(model)}
             rows[name] = {"params": m["params"], "bytes": m["fp32_bytes"], "test_acc": m.get("test_acc")}
         # quantized artifacts (models/quantized/<model>.<kind>.<ext>): file size; accuracy below for ONNX ones
         for p in sorted((project / "models" / "quantized").glob("*.*")):

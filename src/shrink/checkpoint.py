@@ -8,6 +8,7 @@ A checkpoint is a plain dict (loads with ``torch.load(..., weights_only=True)``)
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike) -> nn.Module
     return model.eval()
 
 
-def state_dict_bytes(model: nn.Module, tmp_dir: str | os.PathLike) -> int:
-    """Bytes on disk of ``torch.save(model.state_dict())``: how the course measured model size."""
-    path = Path(tmp_dir) / ".size_probe.pt"
-    torch.save(model.state_dict(), path)
-    size = path.stat().st_size
-    path.unlink()
-    return size
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` (what lands on disk): how the course measured model size."""
+    buf = io.BytesIO()  # in memory: nothing to clean up if it fails
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes

@@ -50,7 +50,7 @@ class Entry:
 def fp32_entry(name: str, path: Path) -> Entry:
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt)
-    return Entry(name, "fp32", path, torch_runner(model), count_params(model), state_dict_bytes(model, path.parent))
+    return Entry(name, "fp32", path, torch_runner(model), count_params(model), state_dict_bytes(model))
 
 
 def torch_runner(model: Callable[[torch.Tensor], torch.Tensor]) -> Runner:

@@ -33,8 +33,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a file object: given a path, torch names the zip's inner folder after the (random)
+        # temp name, and identical runs would write different bytes (and different DVC hashes)
+        torch.save(obj, f)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -97,7 +97,7 @@ def run_training(
         "val_acc": round(result.best_val_acc, 6),
         "test_acc": round(test_acc, 6),
         "params": count_params(model),
-        "fp32_bytes": state_dict_bytes(model, out.parent),
+        "fp32_bytes": state_dict_bytes(model),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         **(extra_metrics or {}),
