@@ -403,7 +403,8 @@ def test_identical_runs_give_identical_cached_outputs(tiny_run, second_run):
     a, b = hashes(tiny_run), hashes(second_run)
     assert a.keys() == b.keys()
     assert a["data/prepared"] == b["data/prepared"]
-    differ = sorted(p for p in a if a[p] != b[p] and not p.startswith(("metrics/", "dvclive/")))
+    # report.md holds the latency table, so it is timing like metrics/latency.json
+    differ = sorted(p for p in a if a[p] != b[p] and not p.startswith(("metrics/", "dvclive/")) and p != "report.md")
     assert not differ, f"same params, different bytes: {differ}"
 
 
@@ -721,8 +722,13 @@ if _n and sys.argv and sys.argv[0].endswith(os.environ["SHRINK_TEST_FAIL_SCRIPT"
             return _real(obj, f, *args, **kwargs)
         buf = io.BytesIO()
         _real(obj, buf, *args, **kwargs)
-        with open(f, "wb") as out:
-            out.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        half = buf.getvalue()[: len(buf.getvalue()) // 2]
+        if hasattr(f, "write"):  # a file object (how shrink.io writes checkpoints)
+            f.write(half)
+            f.flush()
+        else:
+            with open(f, "wb") as out:
+                out.write(half)
         raise OSError(28, "No space left on device (injected by the test)")
 
     torch.save = _save
@@ -755,7 +761,7 @@ def test_a_checkpoint_write_failing_midway_leaves_no_partial_file(tiny_run, tmp_
 
 def test_a_stage_failing_after_its_checkpoint_leaves_no_stray_file(tiny_run, tmp_path, monkeypatch):
     proj = copy_project(tiny_run, tmp_path / "proj")
-    fail_nth_save(tmp_path, monkeypatch, 2, "stages/prune.py")  # the second save: the size probe
+    fail_nth_save(tmp_path, monkeypatch, 2, "stages/prune.py")  # the second save: the in-memory size probe
     proc = dvc(proj, "repro", "-f", "-s", "prune@prune_1", check=False)
     assert proc.returncode != 0 and "injected by the test" in proc.stderr
     untracked = git(proj, "status", "--porcelain", "--untracked-files=all").splitlines()
