@@ -10,7 +10,8 @@ export DVC_NO_ANALYTICS := 1
 
 run: setup dataset          ## create the venv, install Fashion-MNIST if needed, run the whole pipeline
 	dvc repro
-	dvc metrics show
+	@cat report.md
+	@echo "All figures: dvc metrics show   Plots: dvc plots show   (after: source $(VENV)/bin/activate)"
 
 test: setup dataset         ## create the venv and run the test suite
 	python -m pytest -q
