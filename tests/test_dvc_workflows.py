@@ -146,7 +146,7 @@ def temperature_run(tiny_run, tmp_path_factory):
     """A copy of the tiny run with `distill.temperature` changed and reproduced (baseline committed)."""
     proj = copy_project(tiny_run, tmp_path_factory.mktemp("temperature") / "proj")
     before = read_lock(proj)
-    set_param(proj, "distill.temperature", 2.0)
+    set_param(proj, "distill.temperature", 3.0)
     changed = status(proj)
     t0 = time.perf_counter()
     out = dvc(proj, "repro").stdout
@@ -188,7 +188,7 @@ def test_distill_param_reruns_distill_and_its_descendants_only(temperature_run):
     for stage in set(r.lock_before) - set(r.ran):  # prepare, teacher, student
         assert r.lock_after[stage] == r.lock_before[stage], f"{stage} was touched"
     assert {"prepare", "teacher", "student"} <= set(r.lock_before) - set(r.ran)
-    assert r.lock_after["distill"]["params"]["params.yaml"]["distill"]["temperature"] == 2.0
+    assert r.lock_after["distill"]["params"]["params.yaml"]["distill"]["temperature"] == 3.0
     print(f"dvc repro after a distill param: distill + {len(downstream)} downstream stages, {r.seconds:.0f} s")
 
 
@@ -424,19 +424,19 @@ def test_another_seed_gives_other_results(tiny_run, tmp_path):
 def test_exp_run_with_a_param_is_listed_with_params_and_metrics(tiny_run, tmp_path):
     proj = copy_project(tiny_run, tmp_path / "proj")
     t0 = time.perf_counter()
-    out = dvc(proj, "exp", "run", "-S", "distill.temperature=2.0").stdout
+    out = dvc(proj, "exp", "run", "-S", "distill.temperature=3.0").stdout
     seconds = time.perf_counter() - t0
     ran = ran_stages(out)
     assert ran[0] == "distill" and sorted(ran) == sorted(["distill", *descendants(read_lock(tiny_run), "distill")])
     (name,) = re.findall(r"Ran experiment\(s\): (\S+)", out)
     exp = experiments(proj)[name]
-    assert exp["params"]["distill"]["temperature"] == 2.0
+    assert exp["params"]["distill"]["temperature"] == 3.0
     distill = exp["metrics"]["metrics/distill.json"]
-    assert distill["temperature"] == 2.0 and 0.0 <= distill["test_acc"] <= 1.0
+    assert distill["temperature"] == 3.0 and 0.0 <= distill["test_acc"] <= 1.0
     assert exp["metrics"]["metrics/prune/prune_3.json"]["epochs"] == 1
     # the results are applied to the workspace too
-    assert json.loads((proj / "metrics/distill.json").read_text())["temperature"] == 2.0
-    print(f"dvc exp run -S distill.temperature=2.0: {seconds:.0f} s")
+    assert json.loads((proj / "metrics/distill.json").read_text())["temperature"] == 3.0
+    print(f"dvc exp run -S distill.temperature=3.0: {seconds:.0f} s")
 
 
 def queue_table(proj: Path) -> dict[str, str]:
@@ -485,7 +485,7 @@ def stop_queue(proj: Path) -> None:
 def test_queued_sweep_runs_every_point(tiny_run, tmp_path):
     proj = copy_project(tiny_run, tmp_path / "proj")
     names = {}
-    for alpha in ("0.5", "0.7"):
+    for alpha in ("0.3", "0.7"):
         out = dvc(proj, "exp", "run", "--queue", "-S", f"distill.alpha={alpha}", "distill").stdout
         (names[alpha],) = re.findall(r"Queued experiment '([^']+)'", out)
     assert queue_table(proj) == {n: "Queued" for n in names.values()}
@@ -510,9 +510,9 @@ def test_queued_sweep_runs_every_point(tiny_run, tmp_path):
     table = dvc(proj, "exp", "show", "--only-changed").stdout
     assert all(name in table for name in names.values())
     dvc(proj, "exp", "apply", names["0.5"])  # bring one point's params, metrics and checkpoint into the workspace
-    assert yaml.safe_load((proj / "params.yaml").read_text())["distill"]["alpha"] == 0.5
-    assert json.loads((proj / "metrics/distill.json").read_text())["alpha"] == 0.5
-    assert torch.load(proj / "models/distill.pt", weights_only=True)["params"]["distill"]["alpha"] == 0.5
+    assert yaml.safe_load((proj / "params.yaml").read_text())["distill"]["alpha"] == 0.3
+    assert json.loads((proj / "metrics/distill.json").read_text())["alpha"] == 0.3
+    assert torch.load(proj / "models/distill.pt", weights_only=True)["params"]["distill"]["alpha"] == 0.3
     print(f"queued sweep, 2 x distill: {seconds:.0f} s")
 
 
@@ -539,7 +539,7 @@ def test_metrics_diff_names_the_changed_figures(temperature_run):
     table = dvc(proj, "metrics", "diff").stdout
     assert re.search(r"metrics/distill\.json\s+temperature\s+4\.0\s+2\.0\s+-2\.0", table), table
     diff = json.loads(dvc(proj, "metrics", "diff", "--json").stdout)
-    assert diff["metrics/distill.json"]["temperature"] == {"old": 4.0, "new": 2.0, "diff": -2.0}
+    assert diff["metrics/distill.json"]["temperature"] == {"old": 2.0, "new": 3.0, "diff": 1.0}
     untouched = {"metrics/prepare.json", "metrics/teacher.json", "metrics/student.json"}
     assert not untouched & set(diff), "stages that did not rerun show changed metrics"
     some = dvc(proj, "metrics", "diff", "--targets", "metrics/distill.json", "metrics/evaluate.json").stdout
