@@ -55,9 +55,8 @@ import sys
 
 import yaml
 
-from shrink.bench import tiny_overrides  # one definition of "tiny", shared with `shrink bench --quick`
+from shrink.bench import copy_pipeline, tiny_overrides  # one definition of "tiny", shared with `shrink bench --quick`
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", ".dvcignore"]
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
@@ -80,13 +79,7 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 def make_project(dest: Path, edit=None) -> Path:
     """A new git + DVC repo holding this project's pipeline with tiny params, committed."""
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    copy_pipeline(ROOT, dest)
     params = tiny_overrides(yaml.safe_load((dest / "params.yaml").read_text()))
     if edit:
         edit(params)

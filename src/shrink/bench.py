@@ -412,17 +412,22 @@ def _git(cwd: Path, *args: str) -> str:
     return _run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args], cwd)
 
 
+def copy_pipeline(src: Path, dest: Path) -> None:
+    """Copy a project's pipeline files (``PROJECT_FILES``) into a new folder ``dest``."""
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        path = src / name
+        if path.is_dir():
+            shutil.copytree(path, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif path.exists():
+            shutil.copy2(path, dest / name)
+
+
 def make_project_copy(src: Path, dest: Path, quick: bool) -> Path:
     """A new git + DVC repo holding ``src``'s pipeline (tiny params when ``quick``), committed, empty cache."""
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        s = src / name
-        if s.is_dir():
-            shutil.copytree(s, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif s.exists():
-            shutil.copy2(s, dest / name)
+    copy_pipeline(src, dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     root = params.get("data", {}).get("root")
     if quick or (root and not Path(root).is_absolute()):
