@@ -4,8 +4,8 @@ from pathlib import Path
 
 from shrink.config import from_dict, load_params
 from shrink.data import load_meta, load_split, normalizer
-from shrink.evaluate import (Entry, torch_runner, EvaluateParams, compare, file_bytes, fp32_entry, models_plot, predict_classes,
-                             predictions_csv, prune_plot, report_markdown)
+from shrink.evaluate import (Entry, EvaluateParams, compare, file_bytes, fp32_entry, models_plot, predict_classes,
+                             predictions_csv, prune_plot, report_markdown, torch_runner)
 from shrink.io import read_json, write_json, write_text
 from shrink.quantize import load_artifact
 
@@ -52,7 +52,7 @@ if "evaluation" in meta["splits"] and shipped:
     runner = next(e.runner for e in entries if e.name == shipped)
     pred = predict_classes(runner, evaluation.images, normalizer(meta))
     ids = evaluation.ids
-    write_text(predictions_csv(ids, pred, meta["classes"]), args.predictions)
+    write_text(predictions_csv(ids, pred), args.predictions)
     report += f"\n`{args.predictions}`: {len(ids)} predictions of the unlabeled evaluation split by `{shipped}`.\n"
 else:
     write_text("Id,Category\n", args.predictions)  # no unlabeled split in this dataset: header only

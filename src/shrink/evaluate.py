@@ -146,7 +146,7 @@ def report_markdown(ev: dict, lat: dict, p: EvaluateParams) -> str:
     return "\n".join(lines) + "\n"
 
 
-def predictions_csv(ids: list[str], pred: torch.Tensor, classes: list[str]) -> str:
+def predictions_csv(ids: list[str], pred: torch.Tensor) -> str:
     """The course's submission format: ``Id,Category`` with the class index, one row per image."""
     rows = ["Id,Category"] + [f"{i},{int(c)}" for i, c in zip(ids, pred.tolist())]
     return "\n".join(rows) + "\n"
