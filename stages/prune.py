@@ -19,7 +19,7 @@ def extra(ap):
 args = stage_args(__doc__, extra)
 params = load_params(args.params)
 pp = params.get("prune") or {}
-cfg = from_dict(PruneParams, {k: pp[k] for k in ("mode", "min_channels", "blocks") if k in pp}, "prune")
+cfg = from_dict(PruneParams, {k: pp[k] for k in ("mode", "min_channels", "blocks", "round_to") if k in pp}, "prune")
 ft = from_dict(FinetuneParams, pp.get("finetune"), "prune.finetune")
 if args.round not in (pp.get("rounds") or {}):
     raise SystemExit(f"prune: error: params.yaml: prune.rounds.{args.round}: no such round")

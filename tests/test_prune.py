@@ -1,14 +1,16 @@
-"""Network Slimming: channel choice, physical removal, exactness against masking, L1 hook, course parity."""
+"""Network Slimming: channel choice, physical removal, exactness against masking, L1 hook, course parity,
+widths rounded to multiples of ``prune.round_to``."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from shrink.checkpoint import model_from_checkpoint, save_checkpoint
-from shrink.config import ParamsError, TrainParams, from_dict
+from shrink.config import ParamsError, TrainParams, from_dict, load_params
 from shrink.data import Split
 from shrink.models import PRUNABLE_BLOCKS, StudentNet, count_params, student_widths
 from shrink.prune import (
@@ -18,6 +20,7 @@ from shrink.prune import (
     keep_as_lists,
     mask_student,
     prune_student,
+    round_width,
     select_channels,
     slim,
     target_widths,
@@ -255,7 +258,7 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
     assert torch.equal(logits(back, x), logits(pruned, x))
     # a second round from the reloaded net, sized against the original widths
     ckpt = torch.load(path, weights_only=True)
-    keep2 = select_channels(back, width=0.49, base_widths=ckpt["base_widths"])
+    keep2 = select_channels(back, width=0.49, base_widths=ckpt["base_widths"], round_to=1)
     assert {j: len(v) for j, v in keep2.items()} == {j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS}
 
 
@@ -264,7 +267,7 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
 def test_layer_mode_counts_follow_the_course():
     model = StudentNet()
     for w in (0.95, 0.9025, 0.857375, 0.5):
-        keep = select_channels(model, width=w)
+        keep = select_channels(model, width=w, round_to=1)
         assert [len(keep[j]) for j in PRUNABLE_BLOCKS] == [student_widths(width_mult=w)[j] for j in PRUNABLE_BLOCKS]
     # the floor binds only at tiny widths
     keep = select_channels(model, width=0.01, min_channels=8)
@@ -279,7 +282,7 @@ def test_global_mode_threshold_and_floor():
         model.cnn[4][1].weight.copy_(torch.linspace(1e-4, 1e-3, 128) * torch.where(torch.arange(128) % 2 == 0, 1, -1))
         for j in (4, 5, 6):
             model.cnn[j + 1][1].weight.copy_(torch.rand(256) + 0.1)
-    keep = select_channels(model, width=0.5, mode="global", min_channels=8)
+    keep = select_channels(model, width=0.5, mode="global", min_channels=8, round_to=1)
     budget = sum(target_widths(model.widths, 0.5).values())
     assert sum(len(v) for v in keep.values()) == budget
     # floor: layer 3 keeps exactly its 8 largest |gamma|
@@ -294,7 +297,7 @@ def test_global_mode_threshold_and_floor():
         dropped.append(g[~mask])
     assert torch.cat(kept).min() >= torch.cat(dropped).max()
     # without the floor (min_channels=1) layer 3 keeps one channel only
-    assert len(select_channels(model, width=0.5, mode="global", min_channels=1)[3]) == 1
+    assert len(select_channels(model, width=0.5, mode="global", min_channels=1, round_to=1)[3]) == 1
     # a floor above a layer's width keeps the whole layer, never more
     keep_all = select_channels(model, targets={3: 4, 4: 4}, mode="global", min_channels=1000)
     assert len(keep_all[3]) == 128 and len(keep_all[4]) == 256
@@ -305,7 +308,7 @@ def test_global_mode_equal_gammas_match_layer_mode_counts():
     with torch.no_grad():
         for j in PRUNABLE_BLOCKS:
             model.cnn[j + 1][1].weight.fill_(1.0)
-    keep = select_channels(model, width=0.5, mode="global")
+    keep = select_channels(model, width=0.5, mode="global", round_to=1)
     assert sum(len(v) for v in keep.values()) == sum(target_widths(model.widths, 0.5).values())
 
 
@@ -414,7 +417,7 @@ def test_l1_hook_in_the_training_loop():
 def test_layer_mode_matches_course_network_slimming(width):
     old = randomize(StudentNet(), seed=6, positive_gamma=True)  # the course sorts raw gamma
     course = network_slimming(old, StudentNet(width_mult=width)).eval()
-    keep = select_channels(old, width=width, mode="layer")
+    keep = select_channels(old, width=width, mode="layer", round_to=1)
     ours = prune_student(old, keep)
     assert ours.widths == course.widths == student_widths(width_mult=width)
     for j in PRUNABLE_BLOCKS:
@@ -437,6 +440,124 @@ def test_rounds_match_the_course_loop():
     for _ in range(3):
         width *= 0.95
         course = network_slimming(course, StudentNet(width_mult=width)).eval()
-        ours, _ = slim(ours, width, PruneParams(), base_widths=base)
+        ours, _ = slim(ours, width, PruneParams(round_to=1), base_widths=base)
         assert ours.widths == course.widths
         torch.testing.assert_close(logits(ours, x), logits(course, x), atol=ATOL, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- aligned widths (prune.round_to)
+
+COURSE_SCHEDULE = [0.95 ** n for n in range(1, 6)]  # the default rounds' cumulative widths
+
+
+def test_round_width_rule():
+    # nearest multiple, halves up
+    assert [round_width(n, 256, 8) for n in (243, 231, 219, 208, 198, 100, 99)] == [240, 232, 216, 208, 200, 104, 96]
+    # never above the current width: the largest multiple it still has
+    assert round_width(123, 121, 8) == 120
+    assert round_width(130, 128, 8) == 128
+    # never below round_to, nor below the floor (rounded up to a multiple)
+    assert round_width(1, 256, 8) == 8
+    assert round_width(3, 256, 16) == 16
+    assert round_width(10, 256, 8, floor=10) == 16
+    # no multiple in [floor, current]: the layer keeps what it has
+    assert round_width(2, 6, 8) == 6
+    assert round_width(20, 20, 8, floor=18) == 20
+    # round_to 1: the count, clipped to [floor, current]
+    assert [round_width(n, 200, 1, floor=8) for n in (3, 99, 198, 250)] == [8, 99, 198, 200]
+    with pytest.raises(ValueError, match="prune.round_to"):
+        round_width(10, 20, 0)
+
+
+@pytest.mark.parametrize("mode", ["layer", "global"])
+@pytest.mark.parametrize("round_to", [8, 16])
+def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
+    """Five x0.95 rounds, as the default params: every round's widths are multiples of round_to, no wider than
+    the parent, no narrower than round_to; each cut computes exactly what the masked parent computes."""
+    model = randomize(StudentNet(), seed=8)
+    base = model.widths
+    cfg = PruneParams(mode=mode, round_to=round_to)
+    x = images(4)
+    seen = []
+    for width in COURSE_SCHEDULE:
+        keep = select_channels(model, width=width, base_widths=base, mode=mode, blocks=cfg.blocks, round_to=round_to)
+        pruned, keep2 = slim(model, width, cfg, base_widths=base)
+        assert {j: v.tolist() for j, v in keep.items()} == {j: v.tolist() for j, v in keep2.items()}
+        for j in PRUNABLE_BLOCKS:
+            n = pruned.widths[j]
+            assert n % round_to == 0 and round_to <= n <= model.widths[j], (width, j, n, model.widths[j])
+            # whatever the count, a layer keeps its largest |gamma|
+            gamma = model.cnn[j + 1][1].weight.abs()
+            top = torch.sort(torch.argsort(gamma, descending=True, stable=True)[:n]).values
+            assert torch.equal(keep[j], top)
+        assert [pruned.widths[j] for j in range(8) if j not in PRUNABLE_BLOCKS] == [
+            base[j] for j in range(8) if j not in PRUNABLE_BLOCKS]
+        torch.testing.assert_close(logits(pruned, x), logits(mask_student(model, keep), x), atol=ATOL, rtol=1e-5)
+        seen.append([pruned.widths[j] for j in PRUNABLE_BLOCKS])
+        model = pruned
+    # the rounds do shrink the net overall, and stay near the course's exact schedule
+    assert sum(seen[-1]) < sum(seen[0]) < sum(base[j] for j in PRUNABLE_BLOCKS)
+    if mode == "layer":
+        for w, got in zip(COURSE_SCHEDULE, seen):
+            exact = [int(base[j] * w) for j in PRUNABLE_BLOCKS]
+            assert all(abs(g - e) <= round_to // 2 for g, e in zip(got, exact)), (w, got, exact)
+
+
+def test_default_rounds_widths():
+    """The documented sequence at the defaults (round_to 8, layer mode): nearest multiples of the course's widths."""
+    model = StudentNet()
+    base = model.widths
+    got = []
+    for width in COURSE_SCHEDULE:
+        model, _ = slim(model, width, PruneParams(), base_widths=base)
+        got.append((model.widths[3], model.widths[4]))
+        assert model.widths[4] == model.widths[5] == model.widths[6]
+    assert got == [(120, 240), (112, 232), (112, 216), (104, 208), (96, 200)]
+
+
+def test_round_to_one_is_the_exact_schedule():
+    """round_to 1 keeps the course's int(base * width) in every round."""
+    model = randomize(StudentNet(), seed=9, positive_gamma=True)
+    base = model.widths
+    for width in COURSE_SCHEDULE:
+        model, _ = slim(model, width, PruneParams(round_to=1), base_widths=base)
+        assert model.widths == student_widths(width_mult=width)
+    assert [model.widths[j] for j in PRUNABLE_BLOCKS] == [99, 198, 198, 198]
+
+
+def test_rounding_parent_edges():
+    model = StudentNet()
+    base = model.widths
+    # a parent cut exactly (121 channels), then rounded: the nearest multiple that it has
+    exact, _ = slim(model, 0.95, PruneParams(round_to=1))
+    assert exact.widths[3] == 121
+    keep = select_channels(exact, targets={3: 121, 4: 243}, round_to=8)
+    assert (len(keep[3]), len(keep[4])) == (120, 240)
+    # a target just above a rounded parent (within round_to - 1) is the parent's rounding, not an error
+    rounded, _ = slim(model, 0.95, PruneParams(), base_widths=base)
+    assert rounded.widths[3] == 120
+    assert len(select_channels(rounded, targets={3: 123}, round_to=8)[3]) == 120
+    with pytest.raises(ValueError, match="cannot keep"):
+        select_channels(rounded, targets={3: 128}, round_to=8)
+    with pytest.raises(ValueError, match="cannot keep"):
+        select_channels(rounded, targets={3: 121}, round_to=1)
+    # tiny widths: never below round_to; a layer already narrower than round_to keeps its width
+    assert all(len(v) == 16 for v in select_channels(model, width=0.01, min_channels=1, round_to=16).values())
+    keep = select_channels(model, width=0.5, blocks=(1, 2), min_channels=1, round_to=64)
+    assert (len(keep[1]), len(keep[2])) == (32, 64)  # widths 32 and 64: nothing to cut at 64
+
+
+def test_round_to_params():
+    assert PruneParams().round_to == 8
+    assert from_dict(PruneParams, {"round_to": 16}, "prune").round_to == 16
+    repo_params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["prune"]
+    assert from_dict(PruneParams, {k: repo_params[k] for k in ("mode", "min_channels", "blocks", "round_to")},
+                     "prune") == PruneParams(round_to=repo_params["round_to"])
+    for bad in (0, -8):
+        with pytest.raises(ValueError, match="prune.round_to"):
+            from_dict(PruneParams, {"round_to": bad}, "prune")
+    for bad in ("8", 8.0, True):
+        with pytest.raises(ParamsError, match="prune.round_to"):
+            from_dict(PruneParams, {"round_to": bad}, "prune")
+    with pytest.raises(ValueError, match="prune.round_to"):
+        select_channels(StudentNet(), width=0.5, round_to=0)

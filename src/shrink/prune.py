@@ -20,7 +20,12 @@ Differences from the course's ``network_slimming``:
   function and keeps a pruned checkpoint's channel ``i`` traceable to the parent's;
 * the course cuts each layer to ``int(bandwidth * width_mult)`` ("layer" mode, the default and
   the same count); "global" mode instead ranks all prunable gammas together (Liu et al.);
-* a floor of ``min_channels`` per layer, so no layer is ever pruned away.
+* a floor of ``min_channels`` per layer, so no layer is ever pruned away;
+* every kept count is rounded to a multiple of ``round_to`` (8 by default; 1 gives the course's
+  counts exactly), see ``round_width``. Why: ONNX Runtime runs convolutions in a blocked (NCHWc)
+  layout whose blocks are 8 or 16 channels; odd counts such as the course's 99/198 fall out of it.
+  Measured on a 2-core CPU (ORT fp32, batch 64): the unpruned student 1.32 ms, the fifth round at
+  99/198 channels 5.06 ms, the same round rounded to multiples of 8 1.29 ms.
 
 The L1 penalty on gammas that makes them sparse is ``bn_l1_hook``, plugged into
 ``train.train_one_epoch(after_backward=...)``.
@@ -51,17 +56,21 @@ class PruneParams:
             threshold on |gamma| across the prunable layers, same total count).
         min_channels: floor of channels per pruned layer, so no layer disappears.
         blocks: prunable width indices (the course's 3..6).
+        round_to: every pruned width is a multiple of this (see ``round_width``); 1 = no rounding.
     """
 
     mode: str = "layer"
     min_channels: int = 8
     blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
+    round_to: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"prune.mode must be one of {MODES}, got {self.mode!r}")
         if self.min_channels < 1:
             raise ValueError(f"prune.min_channels must be >= 1, got {self.min_channels}")
+        if self.round_to < 1:
+            raise ValueError(f"prune.round_to must be >= 1, got {self.round_to}")
         _check_blocks(self.blocks)
 
 
@@ -120,6 +129,38 @@ def target_widths(base_widths: Sequence[int], width: float, blocks: Sequence[int
     return {j: int(base_widths[j] * width) for j in blocks}
 
 
+def round_width(count: int, current: int, round_to: int, floor: int = 1) -> int:
+    """``count`` rounded to the nearest multiple of ``round_to`` (halves up), kept in bounds.
+
+    The result is a multiple of ``round_to`` in ``[max(floor, round_to), current]``, the one nearest
+    to ``count``. If that range holds no multiple (the layer is narrower than ``round_to``, or
+    than the next multiple above ``floor``), the layer keeps all its ``current`` channels.
+
+    Why nearest rather than up or down: the widths stay as close as possible to the course's
+    ``int(base * width)`` schedule, so rounded and exact runs prune about the same number of
+    channels (the comparison measures the alignment, not a different budget). Because every
+    round's target is a fraction of the ORIGINAL widths, rounding never compounds: a round
+    whose target moves less than ``round_to`` may leave a layer as it was (the 128-wide layer
+    loses ~6 channels per x0.95 round; at ``round_to`` 8 it goes 120, 112, 112, 104, 96), and a
+    later round catches up. Rounding up would leave round 1 uncut (121 -> 128) and rounding down
+    would prune more than asked.
+
+    Args:
+        count: channels the selection asks for (already at least ``floor``).
+        current: the layer's current width (the upper bound: a cut cannot regrow channels).
+        round_to: the multiple (1 returns ``count`` clipped to ``[floor, current]``).
+        floor: the least the layer may keep (``min(min_channels, current)``).
+    """
+    if round_to < 1:
+        raise ValueError(f"prune.round_to must be >= 1, got {round_to}")
+    lo = -(-max(floor, round_to) // round_to) * round_to  # smallest allowed multiple
+    hi = current // round_to * round_to  # largest multiple the layer still has
+    if lo > hi:
+        return current
+    nearest = (count + round_to // 2) // round_to * round_to
+    return min(max(nearest, lo), hi)
+
+
 def select_channels(
     model: StudentNet,
     targets: Optional[Mapping[int, int]] = None,
@@ -129,6 +170,7 @@ def select_channels(
     mode: str = "layer",
     min_channels: int = 8,
     blocks: Sequence[int] = PRUNABLE_BLOCKS,
+    round_to: int = 8,
 ) -> dict[int, torch.Tensor]:
     """Channels to keep, per prunable width index, as sorted LongTensors (original order).
 
@@ -136,12 +178,17 @@ def select_channels(
     ``target_widths(base_widths, width, blocks)``). Every layer keeps at least
     ``min(min_channels, current width)`` and at most its current width.
 
-    * layer: each layer keeps its ``max(target, floor)`` largest ``|gamma|``. A target above the
-      layer's current width is an error (a cut cannot regrow channels).
+    * layer: each layer's count is ``max(target, floor)``. A target above the layer's current
+      width is an error (a cut cannot regrow channels), unless by less than ``round_to``: a parent
+      rounded down by up to ``round_to - 1`` may sit just below the next round's target.
     * global: the budget is ``sum(targets)``, clipped to [sum of floors, sum of current widths].
       Each layer first gets its ``floor`` largest ``|gamma|``; the rest of the budget goes to the
       largest ``|gamma|`` among all remaining channels of all prunable layers. Without floors this
       is Liu et al.'s single global threshold; ties go to the lower (layer, channel).
+
+    Then each layer's count is rounded by ``round_width`` (a multiple of ``round_to``) and the
+    layer keeps that many of its largest ``|gamma|``. In global mode this is applied after the
+    global selection, so the total only approximates the budget. ``round_to=1`` changes nothing.
 
     Args:
         model: the (possibly already pruned) student to cut.
@@ -152,6 +199,7 @@ def select_channels(
         mode: "layer" or "global".
         min_channels: per-layer floor.
         blocks: prunable width indices (used with ``width``).
+        round_to: every kept count is a multiple of this (see ``round_width``).
     """
     if (targets is None) == (width is None):
         raise ValueError("select_channels: give exactly one of targets or width")
@@ -163,31 +211,30 @@ def select_channels(
     _check_blocks(list(targets))
     if min_channels < 1:
         raise ValueError(f"select_channels: min_channels must be >= 1, got {min_channels}")
+    if round_to < 1:
+        raise ValueError(f"select_channels: round_to (prune.round_to) must be >= 1, got {round_to}")
 
     floors = {j: min(min_channels, current[j]) for j in targets}
     # stable sorts: equal |gamma| never make the choice depend on the sort implementation
     ranked = {j: torch.argsort(importance(model, j), descending=True, stable=True) for j in targets}
 
     if mode == "layer":
-        keep = {}
+        counts = {}
         for j, k in targets.items():
-            if k > current[j]:
+            if k > current[j] + round_to - 1:
                 raise ValueError(f"select_channels: width {j} has {current[j]} channels, cannot keep {k}")
-            keep[j] = ranked[j][: max(k, floors[j])]
+            counts[j] = max(k, floors[j])
     else:
         budget = sum(targets.values())
         budget = max(sum(floors.values()), min(budget, sum(current[j] for j in targets)))
-        keep_lists = {j: ranked[j][: floors[j]] for j in targets}
         # the pool: every channel not reserved by a floor, ranked together by |gamma|
         layer_ids = torch.cat([torch.full((current[j] - floors[j],), j) for j in targets])
-        chan_ids = torch.cat([ranked[j][floors[j]:] for j in targets])
         scores = torch.cat([importance(model, j)[ranked[j][floors[j]:]] for j in targets])
         order = torch.argsort(scores, descending=True, stable=True)[: budget - sum(floors.values())]
-        for j in targets:
-            extra = chan_ids[order][layer_ids[order] == j]
-            keep_lists[j] = torch.cat([keep_lists[j], extra])
-        keep = keep_lists
-    return {j: torch.sort(idx).values.long() for j, idx in keep.items()}
+        # the stable sorts make each layer's share a prefix of its own ranking: only counts matter
+        counts = {j: floors[j] + int((layer_ids[order] == j).sum()) for j in targets}
+    counts = {j: round_width(n, current[j], round_to, floors[j]) for j, n in counts.items()}
+    return {j: torch.sort(ranked[j][:n]).values.long() for j, n in counts.items()}
 
 
 def _validate_keep(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -266,14 +313,15 @@ def slim(
     Args:
         model: the parent student.
         width: target fraction of ``base_widths`` (cumulative, like the course's ``width_mult``).
-        cfg: mode, floor and prunable blocks.
+        cfg: mode, floor, prunable blocks and rounding.
         base_widths: widths of the original unpruned student (defaults to the model's own).
 
     Returns:
         (pruned student, {width index: kept channel indices of the parent}).
     """
     keep = select_channels(
-        model, width=width, base_widths=base_widths, mode=cfg.mode, min_channels=cfg.min_channels, blocks=cfg.blocks
+        model, width=width, base_widths=base_widths, mode=cfg.mode, min_channels=cfg.min_channels, blocks=cfg.blocks,
+        round_to=cfg.round_to,
     )
     return prune_student(model, keep), keep
 
