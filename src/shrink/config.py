@@ -80,6 +80,14 @@ def exit_on_user_errors(stage: str) -> None:
     sys.excepthook = hook
 
 
+class FieldError(ValueError):
+    """Raised by a dataclass's ``__post_init__``: ``field`` is out of range; ``from_dict`` adds the section."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _require(ok: bool, name: str, value: Any, what: str) -> None:
     if not ok:
         raise FieldError(name, f"{what}, got {value!r}")
