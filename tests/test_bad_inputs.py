@@ -558,3 +558,35 @@ def test_two_dvc_repro_at_once(dvc_project):
             assert "lock" in out.lower(), out  # the loser is told the project is busy
     assert (proj / "dvc.lock").read_text() == lock  # the same inputs give the same recorded outputs
     assert "prepare" not in dvc(proj, "status", "prepare").stdout.replace("Data and pipelines are up to date.", "")
+
+
+# ------------------------------------------------------------------ 7. the error contract itself
+
+
+HOOKED = """
+import sys
+from shrink.config import ParamsError, exit_on_user_errors
+exit_on_user_errors("quantize")  # the one-line recipe for a stage script
+if sys.argv[1] == "user":
+    raise ParamsError("params.yaml: quantize.calibration_images: must be >= 1, got 0")
+if sys.argv[1] == "missing":
+    open("models/nowhere.pt", "rb")
+raise ZeroDivisionError("a bug")
+"""
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("user", "quantize: error: params.yaml: quantize.calibration_images: must be >= 1, got 0"),
+    ("missing", "quantize: error: models/nowhere.pt: No such file or directory"),
+])
+def test_one_line_hook_prints_one_line(tmp_path, kind, expected):
+    proc = subprocess.run([sys.executable, "-c", HOOKED, kind], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 1 and proc.stderr.strip() == expected and "Traceback" not in proc.stderr
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """Only expected faults are reworded: a programming error must stay debuggable."""
+    proc = subprocess.run([sys.executable, "-c", HOOKED, "bug"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr

@@ -39,7 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from .config import DataParams, UserError
-from .io import atomic_dir, read_json
+from .io import atomic_dir, read_json, tmp_dir_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 HIDDEN_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}  # besides every name starting with "."
@@ -168,11 +168,16 @@ def _require_dir(path: Path, what: str) -> Path:
 
 # ---------------------------------------------------------------- sources
 
-def _read_fashion_mnist(root: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
-    """Read Debian's (gzipped) IDX files through torchvision's FashionMNIST reader."""
+def _read_fashion_mnist(root: Path, scratch: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """Read Debian's (gzipped) IDX files through torchvision's FashionMNIST reader.
+
+    The files are unzipped into a scratch folder beside the output's temps (``io.tmp_dir_for``), so a
+    killed run's 55 MB are swept by the next run instead of staying in /tmp.
+    """
     import torchvision
 
-    with tempfile.TemporaryDirectory() as tmp:
+    folder, prefix = tmp_dir_for(scratch)
+    with tempfile.TemporaryDirectory(prefix=prefix, suffix=".tmp", dir=folder) as tmp:
         raw = Path(tmp) / "FashionMNIST" / "raw"
         raw.mkdir(parents=True)
         for split, names in FASHION_MNIST_FILES.items():
@@ -257,8 +262,8 @@ def _holdout(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tenso
     return perm[k:].sort().values, perm[:k].sort().values
 
 
-def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
-    raw, classes = _read_fashion_mnist(Path(p.root))
+def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator, scratch: Path) -> tuple[dict[str, Split], list[str], dict]:
+    raw, classes = _read_fashion_mnist(Path(p.root), scratch)
     x_train, y_train = raw["train"]
     keep, val = _holdout(len(y_train), p.val_fraction, gen)
     parts = {"train": (x_train[keep], y_train[keep]), "val": (x_train[val], y_train[val]), "test": raw["test"]}
@@ -373,7 +378,7 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
     """
     gen = torch.Generator().manual_seed(seed)
     if p.source == "fashion-mnist":
-        splits, classes, info = _prepare_fashion_mnist(p, gen)
+        splits, classes, info = _prepare_fashion_mnist(p, gen, Path(out_dir).with_name("fashion-mnist-raw"))
     elif p.source == "folder":
         splits, classes, info = _prepare_folder(p, gen)
     else:
