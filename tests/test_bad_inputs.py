@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -590,3 +591,19 @@ def test_a_bug_keeps_its_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-c", HOOKED, "bug"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr
+
+
+def test_a_changed_data_folder_reruns_prepare_and_only_then(dvc_project):
+    """data.root is a dep of prepare (issue item 15): dvc status sees an added image, and nothing else."""
+    proj = dvc_project
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    root = Path(params["data"]["root"])
+    assert dvc(proj, "status", "prepare").stdout.strip() == "Data and pipelines are up to date."
+    added = root / "training" / "1_new.jpg"
+    write_image(added, 1, seed=4242)
+    try:
+        out = dvc(proj, "status", "prepare").stdout
+        assert "prepare:" in out and re.search(rf"modified:\s+{re.escape(str(root))}\n", out), out
+    finally:
+        added.unlink()
+    assert dvc(proj, "status", "prepare").stdout.strip() == "Data and pipelines are up to date."
