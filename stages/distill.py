@@ -1,23 +1,29 @@
 """distill: knowledge distillation from the frozen teacher into StudentNet (optionally with slimming's L1)."""
-from shrink.checkpoint import model_from_checkpoint
-from shrink.config import DistillParams, SlimParams, StudentArchParams, load_params, section, seed_of
-from shrink.data import load_meta
-from shrink.distill import make_kd_loss
-from shrink.models import build_model, student_widths
-from shrink.pipeline import as_params, run_training, stage_args
-from shrink.prune import bn_l1_hook
-from shrink.train import seed_everything, select_device
+from shrink.config import stage_errors
 
-args = stage_args(__doc__, lambda ap: ap.add_argument("--teacher", required=True, help="teacher checkpoint"))
-params = load_params(args.params)
-arch, p = section(params, "student_net", StudentArchParams), section(params, "distill", DistillParams)
-slim, seed = section(params, "slim", SlimParams), seed_of(params)
-seed_everything(seed)
-teacher = model_from_checkpoint(args.teacher).to(select_device())
-kwargs = {"widths": student_widths(arch.base, arch.width_mult)}
-model = build_model("student", len(load_meta(args.data)["classes"]), **kwargs)
-run_training(model, name="student", model_kwargs=kwargs, cfg=p.train, seed=seed,
-             resolved=as_params(seed=seed, student_net=arch, distill=p, slim=slim), data_dir=args.data,
-             out=args.out, metrics_path=args.metrics, live_dir=args.live,
-             loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(slim.l1),
-             extra_metrics={"temperature": p.temperature, "alpha": p.alpha}, desc="distill")
+with stage_errors("distill"):
+    from shrink.checkpoint import check_classes, load_checkpoint, model_from_checkpoint
+    from shrink.config import DistillParams, SlimParams, StudentArchParams, load_params, section, seed_of
+    from shrink.data import load_meta
+    from shrink.distill import make_kd_loss
+    from shrink.models import build_model, student_widths
+    from shrink.pipeline import as_params, run_training, stage_args
+    from shrink.prune import bn_l1_hook
+    from shrink.train import seed_everything, select_device
+
+    args = stage_args(__doc__, lambda ap: ap.add_argument("--teacher", required=True, help="teacher checkpoint"))
+    params = load_params(args.params)  # the whole file is checked before any work
+    arch, p = section(params, "student_net", StudentArchParams), section(params, "distill", DistillParams)
+    slim, seed = section(params, "slim", SlimParams), seed_of(params)
+    seed_everything(seed)
+    meta = load_meta(args.data)
+    ckpt = load_checkpoint(args.teacher)
+    check_classes(ckpt, meta["classes"], args.teacher)
+    teacher = model_from_checkpoint(ckpt).to(select_device())
+    kwargs = {"widths": student_widths(arch.base, arch.width_mult)}
+    model = build_model("student", len(meta["classes"]), **kwargs)
+    run_training(model, name="student", model_kwargs=kwargs, cfg=p.train, seed=seed,
+                 resolved=as_params(seed=seed, student_net=arch, distill=p, slim=slim), data_dir=args.data,
+                 out=args.out, metrics_path=args.metrics, live_dir=args.live,
+                 loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(slim.l1),
+                 extra_metrics={"temperature": p.temperature, "alpha": p.alpha}, desc="distill")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .config import UserError
 from .io import save_torch
 from .models import build_model
 
@@ -55,21 +57,68 @@ def save_checkpoint(
     save_torch(ckpt, path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+CHECKPOINT_KEYS = ("model", "model_kwargs", "num_classes", "state_dict", "data")
+
+
+class ArtifactError(UserError):
+    """A model file is missing, corrupt, not ours, or unsafe to load; the message names it."""
+
+
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load(..., weights_only=True)`` with errors that name the file and say what to do.
+
+    A file a weights-only load refuses holds pickled Python objects: it did not come from this
+    pipeline, and loading it with ``weights_only=False`` could run any code it carries.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise ArtifactError(f"{path}: model file not found; run the stage that makes it (dvc repro)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise ArtifactError(
+                f"{path}: not a trusted shrink artifact: it holds Python objects that a safe (weights-only) load "
+                f"refuses. Do not load it with weights_only=False (that would run code from the file); "
+                f"recreate it with the pipeline (dvc repro)") from None
+        raise ArtifactError(f"{path}: corrupt model file ({e}); recreate it (dvc repro -f)") from None
+    except Exception as e:  # truncated zip, not a torch file at all, ...
+        raise ArtifactError(f"{path}: corrupt or not a PyTorch file ({type(e).__name__}); "
+                            f"recreate it with the pipeline (dvc repro -f)") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a shrink checkpoint safely; ArtifactError if it is missing, corrupt, unsafe or not a checkpoint."""
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        have = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ArtifactError(f"{path}: not a shrink checkpoint (expected keys {', '.join(CHECKPOINT_KEYS)}; "
+                            f"found {have}); use a models/<name>.pt file the pipeline wrote")
+    return ckpt
+
+
+def check_classes(ckpt: dict[str, Any], classes: list[str], path: str | os.PathLike) -> None:
+    """ArtifactError unless the checkpoint was trained on the same classes as the prepared data."""
+    if list(ckpt["data"].get("classes", [])) != list(classes):
+        raise ArtifactError(f"{path}: trained on other classes ({len(ckpt['data'].get('classes', []))}) than the "
+                            f"prepared data ({len(classes)}); rerun the pipeline from the data (dvc repro)")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike) -> nn.Module:
     """Rebuild the model a checkpoint (dict or path) describes and load its weights strictly."""
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
+    where = ckpt if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
     kwargs = dict(ckpt["model_kwargs"])
     kwargs.pop("pretrained", None)  # weights come from the checkpoint, never from a hub
-    model = build_model(ckpt["model"], ckpt["num_classes"], **kwargs)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    try:
+        model = build_model(ckpt["model"], ckpt["num_classes"], **kwargs)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise ArtifactError(f"{where}: weights do not fit the model it names ({' '.join(str(e).split())[:300]}); "
+                            f"recreate it with the pipeline (dvc repro -f)") from None
     return model.eval()
 
 

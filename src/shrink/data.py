@@ -10,14 +10,23 @@ Sources: Debian's Fashion-MNIST files (read with torchvision's own FashionMNIST 
 folder in the Food-11 layout (``training/``, ``validation/``, ``evaluation/`` with files named
 ``<label>_<id>.jpg``) or the torchvision ImageFolder layout (``train/<class>/*.jpg``, ``val/``,
 ``test/``). When a source has no labelled test split, the test split is a seeded half of its
-validation split.
+validation split (stratified: each class is halved).
+
+Files every file browser hides are not data: names starting with "." (incl. macOS ``._*``
+companions, ``.ipynb_checkpoints/``, ``.DS_Store``), ``__MACOSX/``, ``Thumbs.db``, ``desktop.ini``.
+With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``metrics/prepare.json``),
+except in the unlabeled ``evaluation/`` split: a submission must have a row per file, so a bad file
+there is always an error.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import shutil
+import sys
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +34,15 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from .config import DataParams
-from .io import read_json, write_json
+from .config import DataParams, UserError
+from .io import atomic_dir, read_json, tmp_dir_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+HIDDEN_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}  # besides every name starting with "."
 FOOD11_CLASSES = [
     "Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
     "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit",
@@ -43,7 +54,7 @@ FASHION_MNIST_FILES = {
 _LABEL_RE = re.compile(r"^(\d+)_")
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """The input dataset is missing, malformed or unreadable; the message names the file or folder."""
 
 
@@ -56,15 +67,60 @@ class Split:
 
 # ---------------------------------------------------------------- decoding
 
+def is_hidden(path: Path) -> bool:
+    """What file browsers hide: dot-names (``._x.jpg``, ``.ipynb_checkpoints``), ``__MACOSX``, ``Thumbs.db``..."""
+    return path.name.startswith(".") or path.name.lower() in HIDDEN_NAMES
+
+
+def to_rgb(img: Image.Image, path: Path | str = "image") -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB the way a viewer shows it; refuse, naming the mode, what has no
+    faithful RGB view.
+
+    16-bit grey (``I;16*``, and ``I``, which is how Pillow opens 16-bit PNGs) is scaled 65535 -> 255 (a plain
+    ``convert("RGB")`` clips it to nearly white); transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a
+    transparent colour) is composited on white, as on a web page; ``CMYK`` and ``YCbCr`` use Pillow's conversion.
+    """
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img, dtype=np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise PrepareError(f"{path}: 32-bit integer image (mode {mode}) with values outside 0..65535; "
+                               f"convert it to 8- or 16-bit first")
+        return Image.fromarray(np.round(a / 257.0).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        raise PrepareError(f"{path}: floating-point image (mode F) has no standard 0..255 scale; "
+                           f"convert it to an 8-bit image first")
+    if mode == "P" and "transparency" in img.info or mode == "PA":
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr"):
+        return img.convert("RGB")
+    raise PrepareError(f"{path}: unsupported image mode {mode}; save it as an 8-bit RGB or greyscale image")
+
+
 def decode_image(path: Path, size: int) -> torch.Tensor:
-    """Open one image file and return it as uint8 (3, size, size); raises PrepareError naming the file."""
+    """Open one image file and return it as uint8 (3, size, size); raises PrepareError naming the file.
+
+    EXIF orientation is applied (a phone photo is seen upright); images larger than Pillow's
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) are refused, never decoded.
+    """
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: let libjpeg downscale while decoding (much faster)
-            img = img.convert("RGB")
-            img.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise PrepareError(f"{path}: cannot read image ({e})") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (size, size))  # JPEG: let libjpeg downscale while decoding (much faster)
+                img.load()
+                img = to_rgb(ImageOps.exif_transpose(img), path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PrepareError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels, "
+                           f"Pillow's decompression-bomb limit): {e}") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, TypeError) as e:
+        if isinstance(e, PrepareError):
+            raise
+        raise PrepareError(f"{path}: cannot read image ({e})") from None
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
     return resize_uint8(x.permute(2, 0, 1).unsqueeze(0), size)[0]
 
@@ -77,6 +133,11 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def warn(message: str) -> None:
+    """A warning the user must see (stderr, above the progress bars); the run goes on."""
+    tqdm.write(f"prepare: warning: {message}", file=sys.stderr)
+
+
 def _decode_files(files: list[Path], size: int, skip_bad: bool, desc: str) -> tuple[torch.Tensor, list[int], list[Path]]:
     """Decode files; returns (images, indices of files kept, skipped files)."""
     images, kept, skipped = [], [], []
@@ -84,9 +145,10 @@ def _decode_files(files: list[Path], size: int, skip_bad: bool, desc: str) -> tu
         try:
             images.append(decode_image(f, size))
             kept.append(i)
-        except PrepareError:
+        except PrepareError as e:
             if not skip_bad:
-                raise
+                raise PrepareError(f"{e} (set data.skip_bad: true to skip unreadable images)") from None
+            warn(f"skipped {e}")
             skipped.append(f)
     if not images:
         return torch.empty(0, 3, size, size, dtype=torch.uint8), kept, skipped
@@ -94,7 +156,8 @@ def _decode_files(files: list[Path], size: int, skip_bad: bool, desc: str) -> tu
 
 
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -105,11 +168,16 @@ def _require_dir(path: Path, what: str) -> Path:
 
 # ---------------------------------------------------------------- sources
 
-def _read_fashion_mnist(root: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
-    """Read Debian's (gzipped) IDX files through torchvision's FashionMNIST reader."""
+def _read_fashion_mnist(root: Path, scratch: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """Read Debian's (gzipped) IDX files through torchvision's FashionMNIST reader.
+
+    The files are unzipped into a scratch folder beside the output's temps (``io.tmp_dir_for``), so a
+    killed run's 55 MB are swept by the next run instead of staying in /tmp.
+    """
     import torchvision
 
-    with tempfile.TemporaryDirectory() as tmp:
+    folder, prefix = tmp_dir_for(scratch)
+    with tempfile.TemporaryDirectory(prefix=prefix, suffix=".tmp", dir=folder) as tmp:
         raw = Path(tmp) / "FashionMNIST" / "raw"
         raw.mkdir(parents=True)
         for split, names in FASHION_MNIST_FILES.items():
@@ -171,6 +239,22 @@ def _subsample(n: int, limit: int | None, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:limit].sort().values
 
 
+def _stratified_half(labels: list[int], gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """Seeded split of range(len(labels)) into (kept, held-out) halves, each class halved (odd counts
+    put the extra item in the first half), each in original order."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    kept, held = [], []
+    for y in sorted(by_class):
+        idx = by_class[y]
+        perm = torch.randperm(len(idx), generator=gen).tolist()
+        k = len(idx) // 2
+        held += [idx[j] for j in perm[:k]]
+        kept += [idx[j] for j in perm[k:]]
+    return sorted(kept), sorted(held)
+
+
 def _holdout(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded split of range(n) into (kept, held-out) index sets, each in original order."""
     perm = torch.randperm(n, generator=gen)
@@ -178,8 +262,8 @@ def _holdout(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tenso
     return perm[k:].sort().values, perm[:k].sort().values
 
 
-def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
-    raw, classes = _read_fashion_mnist(Path(p.root))
+def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator, scratch: Path) -> tuple[dict[str, Split], list[str], dict]:
+    raw, classes = _read_fashion_mnist(Path(p.root), scratch)
     x_train, y_train = raw["train"]
     keep, val = _holdout(len(y_train), p.val_fraction, gen)
     parts = {"train": (x_train[keep], y_train[keep]), "val": (x_train[val], y_train[val]), "test": raw["test"]}
@@ -212,16 +296,21 @@ def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Spli
         n = max(labels["train"] + labels["val"], default=-1) + 1
         if sidecar.is_file() or p.classes_file:
             classes = _read_classes_file(sidecar)
+        elif n == len(FOOD11_CLASSES):
+            classes = FOOD11_CLASSES[:]
         else:
-            classes = FOOD11_CLASSES[:] if n == len(FOOD11_CLASSES) else [str(i) for i in range(n)]
+            classes = [str(i) for i in range(n)]
+            warn(f"{sidecar}: not found and the labels are 0..{n - 1} (not Food-11's 11 classes): classes are "
+                 f"named '0'..'{n - 1}'; write one name per line there (or set data.classes_file) to name them")
         for split in ("train", "val", "test"):
             for f, y in zip(files.get(split, []), labels.get(split, [])):
                 if y >= len(classes):
                     raise PrepareError(f"{f}: label {y} is out of range for {len(classes)} classes ({sidecar})")
     else:
-        from torchvision.datasets.folder import find_classes
-
-        classes, to_idx = find_classes(str(root / "train"))
+        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not is_hidden(d))
+        if not classes:
+            raise PrepareError(f"{root / 'train'}: no class folders (ImageFolder layout wants train/<class>/*.jpg)")
+        to_idx = {name: i for i, name in enumerate(classes)}
         for split, folder in (("train", "train"), ("val", "val"), ("test", "test")):
             d = root / folder
             if split != "test":
@@ -243,25 +332,40 @@ def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Spli
         if counts[c] == 0:
             raise PrepareError(f"{root}: class {c} ('{name}') has no training images")
 
-    if "test" not in files:  # no labelled test set: a seeded half of validation becomes test
-        keep, test = _holdout(len(files["val"]), 0.5, gen)
+    if "test" not in files:  # no labelled test set: a seeded, stratified half of validation becomes test
+        keep, test = _stratified_half(labels["val"], gen)
         files["test"] = [files["val"][i] for i in test]
         labels["test"] = [labels["val"][i] for i in test]
         files["val"] = [files["val"][i] for i in keep]
         labels["val"] = [labels["val"][i] for i in keep]
+    for split in ("val", "test"):
+        missing = [f"{c} ('{classes[c]}')" for c in range(len(classes)) if c not in set(labels[split])]
+        if missing:
+            warn(f"{root}: the {split} split has no images of class {', '.join(missing)}; its accuracy "
+                 f"cannot show how well these are recognised (add validation images of these classes)")
 
-    splits, skipped = {}, {}
+    splits, skipped, skipped_files = {}, {}, {}
     for name in ("train", "val", "test", "evaluation"):
         if name not in files:
             continue
+        # every evaluation file gets a row in predictions.csv: a file skipped there would be a
+        # submission with a missing row, so there a bad file is always an error
+        skip_bad = p.skip_bad and name != "evaluation"
         idx = _subsample(len(files[name]), p.limit, gen).tolist()
         chosen = [files[name][i] for i in idx]
-        images, kept, bad = _decode_files(chosen, p.image_size, p.skip_bad, desc=f"decode {name}")
+        try:
+            images, kept, bad = _decode_files(chosen, p.image_size, skip_bad, desc=f"decode {name}")
+        except PrepareError as e:
+            if name == "evaluation" and p.skip_bad:
+                raise PrepareError(f"{e}; data.skip_bad does not apply to the unlabeled evaluation/ split "
+                                   f"(its predictions.csv needs a row per file): fix or remove the file") from None
+            raise
         y = torch.tensor([labels[name][idx[i]] for i in kept], dtype=torch.long)
         ids = [chosen[i].stem for i in kept] if name == "evaluation" else None
         splits[name] = Split(images, y, ids)
         skipped[name] = len(bad)
-    return splits, classes, {"skipped": skipped, "layout": layout}
+        skipped_files[name] = [str(f.relative_to(root)) for f in bad]
+    return splits, classes, {"skipped": skipped, "skipped_files": skipped_files, "layout": layout}
 
 
 def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
@@ -274,7 +378,7 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
     """
     gen = torch.Generator().manual_seed(seed)
     if p.source == "fashion-mnist":
-        splits, classes, info = _prepare_fashion_mnist(p, gen)
+        splits, classes, info = _prepare_fashion_mnist(p, gen, Path(out_dir).with_name("fashion-mnist-raw"))
     elif p.source == "folder":
         splits, classes, info = _prepare_folder(p, gen)
     else:
@@ -282,6 +386,8 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
     for name in ("train", "val", "test"):
         if len(splits[name].labels) == 0:
             raise PrepareError(f"{p.root}: the {name} split has no readable images")
+    if len(splits["train"].labels) < 2:
+        raise PrepareError(f"{p.root}: the train split has 1 image; training needs at least 2")
 
     x = splits["train"].images.float() / 255
     meta = {
@@ -293,23 +399,13 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
         "splits": {k: len(s.labels) for k, s in splits.items()},
         **info,
     }
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:  # build the whole folder aside, then swap it in: a failure leaves no half-written output
+    with atomic_dir(out_dir) as tmp:  # build the whole folder aside, then swap it in
         for name, s in splits.items():
             obj = {"images": s.images, "labels": s.labels}
             if s.ids is not None:
                 obj["ids"] = s.ids
             torch.save(obj, tmp / f"{name}.pt")
-        write_json(meta, tmp / "meta.json")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     metrics: dict[str, Any] = {"images": meta["splits"], "classes": len(classes)}
     metrics["per_class"] = {
@@ -318,6 +414,7 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
     }
     if "skipped" in info:
         metrics["skipped"] = info["skipped"]
+        metrics["skipped_files"] = info["skipped_files"]  # relative to data.root
     return metrics
 
 
@@ -326,17 +423,28 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
 def load_meta(prepared: str | Path) -> dict[str, Any]:
     path = Path(prepared) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: prepared data not found; run the prepare stage first (dvc repro prepare)")
-    return read_json(path)
+        raise PrepareError(f"{path}: prepared data not found; run the prepare stage first (dvc repro prepare)")
+    try:
+        meta = read_json(path)
+        assert isinstance(meta, dict) and {"classes", "mean", "std", "image_size"} <= set(meta)
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise PrepareError(f"{path}: corrupt prepared data; rerun the prepare stage (dvc repro -f prepare)") from None
+    return meta
 
 
 def load_split(prepared: str | Path, split: str) -> Split:
     """Load one prepared split, memory-mapped (no copy until used)."""
     path = Path(prepared) / f"{split}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: prepared split '{split}' not found")
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return Split(obj["images"], obj["labels"], obj.get("ids"))
+        raise PrepareError(f"{path}: prepared split '{split}' not found; rerun the prepare stage (dvc repro prepare)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        split_ = Split(obj["images"], obj["labels"], obj.get("ids"))
+        assert split_.images.dtype == torch.uint8 and split_.images.ndim == 4 and len(split_.labels) == len(split_.images)
+    except Exception as e:  # truncated zip, unpickling refused, wrong content
+        raise PrepareError(f"{path}: corrupt or not a prepared split ({type(e).__name__}); rerun the prepare "
+                           f"stage (dvc repro -f prepare)") from None
+    return split_
 
 
 def normalizer(meta: dict[str, Any], device: torch.device | str = "cpu"):

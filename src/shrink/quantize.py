@@ -88,7 +88,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import model_from_checkpoint
+from .checkpoint import safe_torch_load, model_from_checkpoint
 from .io import atomic_path, save_torch
 
 UINT8_FORMAT = "shrink-uint8"
@@ -349,10 +349,7 @@ def _load_pt(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model artifact not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike mean "not our file"
-        raise ValueError(f"{path}: not a model artifact ({type(e).__name__}: {e})") from e
+    obj = safe_torch_load(path)  # ArtifactError (a ValueError) naming the file: missing, corrupt or unsafe
     if not isinstance(obj, dict) or not ("state_dict" in obj or obj.get("format") == UINT8_FORMAT):
         raise ValueError(f"{path}: not a model artifact (no state_dict and not a {UINT8_FORMAT} file)")
     return obj

@@ -75,10 +75,26 @@ def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
     raise ValueError(f"params.yaml: train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
 
 
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Start of each training batch over ``n`` samples. A last batch of ONE sample joins the previous
+    batch: BatchNorm cannot normalise a single sample whose features are 1x1 (ResNet18's last stage on
+    small images), and one sample is too noisy a step anyway. A split smaller than a batch is one batch."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        # OneCycleLR needs >= 2 steps in each phase (it divides by the phase length): with a tiny
+        # budget (few images, big batches) the warm-up takes at least 2 steps, and with < 4 steps
+        # in all there is no cycle to run, so the rate stays constant at lr
+        if total < 4:
+            return None
+        pct = min(0.5, max(0.25, 2.0 / total))
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if cfg.schedule == "constant":
@@ -108,9 +124,10 @@ def train_one_epoch(
     total_loss = torch.zeros((), device=device)
     total_hit = torch.zeros((), device=device, dtype=torch.long)
     use_amp = device.type == "cuda"
-    bar = tqdm(range(0, n, cfg.batch_size), desc=desc, unit="batch", leave=False, mininterval=1.0)
-    for start in bar:
-        idx = order[start : start + cfg.batch_size]
+    starts = batch_starts(n, cfg.batch_size)
+    bar = tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=1.0)
+    for k, start in enumerate(bar):
+        idx = order[start : starts[k + 1] if k + 1 < len(starts) else n]
         x = augment(data.images[idx], cfg.crop_padding, cfg.flip, gen)
         x = norm(x)
         y = data.labels[idx].to(device, non_blocking=True)
@@ -207,7 +224,7 @@ def fit(
 
     gen = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, cfg)
-    steps = (len(train.labels) + cfg.batch_size - 1) // cfg.batch_size
+    steps = len(batch_starts(len(train.labels), cfg.batch_size))
     scheduler = make_scheduler(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     live = None
