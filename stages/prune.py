@@ -1,4 +1,7 @@
 """prune: one Network Slimming round: cut channels by BatchNorm |gamma|, rebuild a smaller dense StudentNet, fine-tune."""
+from shrink.config import exit_on_user_errors
+
+exit_on_user_errors("prune")  # user faults: one `prune: error: ...` line, no traceback
 import dataclasses
 
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint

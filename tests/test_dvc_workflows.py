@@ -694,16 +694,14 @@ def assert_failed_cleanly(proj: Path, proc: subprocess.CompletedProcess, stage: 
     assert stage in status(proj)  # and the next repro reruns it
 
 
-def test_a_stage_failing_after_training_started_leaves_no_output(tiny_run, tmp_path):
+def test_a_stage_failing_after_training_started_leaves_no_output(tiny_run, tmp_path, monkeypatch):
     proj = copy_project(tiny_run, tmp_path / "proj")
     lock = read_lock(proj)
-    params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["prune"]["finetune"]["train"]["eval_batch_size"] = 0  # valid type; fails at the first validation
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = dvc(proj, "repro", "prune@prune_1", check=False)
-    assert "range() arg 3 must not be zero" in proc.stderr
+    fail_nth_save(tmp_path, monkeypatch, 0, "stages/prune.py")  # no save fails ...
+    monkeypatch.setenv("SHRINK_TEST_FAIL_EVAL", "2")  # ... but the 2nd validation (1st: right after the cut) does
+    proc = dvc(proj, "repro", "-f", "-s", "prune@prune_1", check=False)
+    assert "validation failed (injected by the test)" in proc.stderr
     assert re.search(r"in fit\b", proc.stderr)  # inside training: the epoch ran, its validation failed
-    assert "prune prune_1 epoch 1/1" not in proc.stdout
     assert_failed_cleanly(proj, proc, "prune@prune_1", "prune_1", lock)
     assert (proj / "models/prune_2.pt").is_file()  # other stages' outputs stay
 
@@ -732,6 +730,17 @@ if _n and sys.argv and sys.argv[0].endswith(os.environ["SHRINK_TEST_FAIL_SCRIPT"
         raise OSError(28, "No space left on device (injected by the test)")
 
     torch.save = _save
+    if os.environ.get("SHRINK_TEST_FAIL_EVAL"):  # a fault inside training: the Nth validation raises
+        import shrink.train
+        _real_eval, _evals = shrink.train.evaluate, [0]
+
+        def _evaluate(*args, **kwargs):
+            _evals[0] += 1
+            if _evals[0] == int(os.environ["SHRINK_TEST_FAIL_EVAL"]):
+                raise RuntimeError("validation failed (injected by the test)")
+            return _real_eval(*args, **kwargs)
+
+        shrink.train.evaluate = _evaluate
 '''
 
 
