@@ -105,8 +105,10 @@ def accuracy_vs_bytes(ev: dict[str, Any], shipped: str | None = None) -> Figure:
         marker, colour = KIND_STYLE.get(kind, ("x", "tab:gray"))
         pts = [(r["bytes"], r["test_acc"]) for r in rows.values() if r["kind"] == kind]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, s=40, label=kind, zorder=3)
-    for name, r in rows.items():
-        ax.annotate(name, (r["bytes"], r["test_acc"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    for i, (name, r) in enumerate(sorted(rows.items(), key=lambda kv: kv[1]["bytes"])):
+        # alternate above/below along x, so names of neighbouring points overlap less
+        ax.annotate(name, (r["bytes"], r["test_acc"]), xytext=(4, 4 if i % 2 == 0 else -11),
+                    textcoords="offset points", fontsize=7)
     if ship is not None:
         r = rows[ship]
         ax.scatter([r["bytes"]], [r["test_acc"]], s=260, facecolors="none", edgecolors="black", linewidths=1.5,
