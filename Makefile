@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup dataset bench clean-venv
+.PHONY: run test setup dataset browser bench clean-venv
 
 run: setup dataset          ## create the venv, install Fashion-MNIST if needed, run the whole pipeline
 	dvc repro
 	@cat report.md
 	@echo "All figures: dvc metrics show   Plots: dvc plots show   (after: source $(VENV)/bin/activate)"
 
-test: setup dataset         ## create the venv and run the test suite
+test: setup dataset browser ## create the venv, install chromium if missing (browser test), run the test suite
 	python -m pytest -q
 
 setup: $(STAMP)
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 dataset:
 	@bash scripts/ensure-dataset.sh
+
+browser:
+	@bash scripts/ensure-chromium.sh
 
 bench: setup dataset        ## measure what the pipeline buys (see README, "Benchmark")
 	python -m shrink.bench

@@ -2,6 +2,7 @@
 import argparse
 from pathlib import Path
 
+from shrink.charts import csv_rows, read_live_curves, write_charts
 from shrink.config import from_dict, load_params
 from shrink.data import load_meta, load_split, normalizer
 from shrink.evaluate import (Entry, EvaluateParams, compare, file_bytes, fp32_entry, models_plot, predict_classes,
@@ -19,6 +20,8 @@ ap.add_argument("--latency", default="metrics/latency.json")
 ap.add_argument("--plots", default="plots", help="folder for the plot CSVs")
 ap.add_argument("--report", default="report.md")
 ap.add_argument("--predictions", default="predictions.csv")
+ap.add_argument("--live", default="dvclive", help="dvclive folder of teacher/student/distill (training curves)")
+ap.add_argument("--charts", default="charts", help="folder for the report's PNG charts")
 args = ap.parse_args()
 
 params = load_params(args.params)
@@ -56,5 +59,7 @@ if "evaluation" in meta["splits"] and shipped:
     report += f"\n`{args.predictions}`: {len(ids)} predictions of the unlabeled evaluation split by `{shipped}`.\n"
 else:
     write_text("Id,Category\n", args.predictions)  # no unlabeled split in this dataset: header only
+report += "\n" + write_charts(ev, lat, csv_rows((Path(args.plots) / "prune.csv").read_text()), read_live_curves(args.live),
+                            args.charts, Path(args.report).parent, shipped=shipped, batch_sizes=p.batch_sizes)
 write_text(report, args.report)
 print(report)
