@@ -30,7 +30,7 @@ accurate -> the most accurate one. Latency only decides through a 10 % band, on 
 repeats (the least noisy statistic on a shared machine): the kinds this pipeline makes are either at the
 fp32 speed of ORT (int8w) or well outside the band (uint8 and fp16 run dequantized in PyTorch eager,
 several times slower), so noise does not flip the choice; a run where it does is visible in
-``latency.json``'s ``shipped.candidates``. ``evaluate.ship: <kind>`` forces that kind of the final model.
+``latency.json``'s ``shipped.latency_verdicts``. ``evaluate.ship: <kind>`` forces that kind of the final model.
 """
 from __future__ import annotations
 
@@ -171,8 +171,11 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
             if ref:
                 row[f"speedup_b{bs}_vs_{ref}"] = round(timing.median_ms((ref, bs)) / med, 3)
         lat[e.name] = row
-    lat["_setup"] = {**timing.setup(), "warmup": p.warmup, "image_size": meta["image_size"],
-                     "statistic": "latency_*: median of the repeats; min_*: their min"}
+    setup = timing.setup()
+    # keys named latency_* / speedup_* / *_ms are the timing ones (tests and `dvc metrics diff` readers drop them)
+    lat["_setup"] = {"threads": p.threads, "repeats": p.repeats, "warmup": p.warmup, "image_size": meta["image_size"],
+                     "statistic": "latency_*: median of the repeats; min_*: their min",
+                     "latency_machine": {k: setup[k] for k in ("load_before", "load_after", "warnings")}}
     return ev, lat, timing
 
 
@@ -226,8 +229,8 @@ def shipped_sections(name: str, rule: str, verdicts: dict, entries: list[Entry],
         timing[f"min_b{b}_ms"] = lat[name][f"min_b{b}_ms"]
         if REFERENCE in lat:
             timing[f"speedup_b{b}_vs_{REFERENCE}"] = lat[name][f"speedup_b{b}_vs_{REFERENCE}"]
-            timing[f"min_speedup_b{b}_vs_{REFERENCE}"] = round(lat[REFERENCE][f"min_b{b}_ms"] / lat[name][f"min_b{b}_ms"], 3)
-    timing["candidates"] = verdicts
+            timing[f"speedup_min_b{b}_vs_{REFERENCE}"] = round(lat[REFERENCE][f"min_b{b}_ms"] / lat[name][f"min_b{b}_ms"], 3)
+    timing["latency_verdicts"] = verdicts  # accurate / fast per candidate, and how far from the fastest
     return det, timing
 
 
@@ -248,6 +251,7 @@ def report_markdown(ev: dict, lat: dict, p: EvaluateParams, shipped: dict[str, A
         cells += [f"{l.get(f'speedup_b{b}_vs_{ref}', float('nan')):.2f}" for b in bs] if ref else []
         lines.append("| " + " | ".join(cells) + " |")
     s = lat.get("_setup", {})
+    s = {**s, **s.get("latency_machine", {})}
     lines += ["", f"Test split; latency: median of {s.get('repeats')} interleaved samples after {s.get('warmup')} "
                   f"warm-up runs, {s.get('threads')} threads, {s.get('image_size')} px input; ratios against models "
                   f"measured in the same run. `<model>.ort` is the fp32 checkpoint exported to ONNX and run by ONNX "
