@@ -90,7 +90,8 @@ def test_invalid_ship_fails_before_evaluate_writes_anything(tmp_path):
 def _rows(sizes: dict[str, int], accs: dict[str, float], mins: dict[str, tuple[float, float]]):
     ev = {"prune_5": {"test_acc": 0.90, "bytes": 800_000}}
     ev |= {f"prune_5.{k}": {"test_acc": accs[k], "bytes": sizes[k]} for k in sizes}
-    lat = {n: {"min_b1_ms": b1, "min_b64_ms": b64} for n, (b1, b64) in mins.items()}
+    lat = {n: {"min_b1_ms": b1, "min_b64_ms": b64, "latency_b1_ms": b1 * 1.02, "latency_b64_ms": b64 * 1.02}
+           for n, (b1, b64) in mins.items()}
     return ev, lat
 
 
@@ -114,6 +115,13 @@ def test_ship_rule_smallest_of_the_accurate_and_fast():
     # if uint8 were fast, it would ship: the smallest file wins among the candidates
     ev, lat = _rows(SIZES, ACCS, {**MINS, "prune_5.uint8": (0.1, 1.3)})
     assert choose_shipped(ev, lat, "prune_5", EvaluateParams())[0] == "prune_5.uint8"
+    # a busy machine: the fastest runtime's samples spread by 50 %, so int8w at 1.4x its min is not told apart
+    ev, lat = _rows(SIZES, ACCS, {**MINS, "prune_5.int8w": (0.14, 1.82)})
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert not verdicts["prune_5.int8w"]["fast"] and "fallback" in rule
+    lat["prune_5.ort"].update(latency_b1_ms=0.15, latency_b64_ms=1.95)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8w" and rule.startswith("auto:") and verdicts["prune_5.int8w"]["b64_band"] == pytest.approx(1.5)
     # none accurate: the most accurate
     ev, lat = _rows(SIZES, {k: 0.5 for k in ACCS} | {"int8": 0.6}, MINS)
     assert choose_shipped(ev, lat, "prune_5", EvaluateParams())[0] == "prune_5.int8"

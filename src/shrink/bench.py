@@ -138,7 +138,7 @@ def tiny_overrides(params: dict[str, Any]) -> dict[str, Any]:
         params["prune"]["finetune"]["train"].update(batch_size=64)
         if isinstance(params.get("quantize"), dict) and "models" in params["quantize"]:
             params["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
-    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
+    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(params.get(key), dict):
             params[key].update({k: v for k, v in section.items() if k in params[key]})
     return params
