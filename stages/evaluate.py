@@ -1,14 +1,17 @@
-"""evaluate: accuracy, parameters, bytes on disk and CPU latency of every model; metrics, plots, report.md, predictions."""
+"""evaluate: accuracy, bytes and CPU latency of every model and runtime; picks what ships; metrics, plots, report.md, predictions."""
+from shrink.config import exit_on_user_errors
+
+exit_on_user_errors("evaluate")  # user faults: one `evaluate: error: ...` line, no traceback
 import argparse
+import tempfile
 from pathlib import Path
 
 from shrink.charts import csv_rows, read_live_curves, write_charts
 from shrink.config import from_dict, load_params
 from shrink.data import load_meta, load_split, normalizer
-from shrink.evaluate import (Entry, EvaluateParams, compare, file_bytes, fp32_entry, models_plot, predict_classes,
-                             predictions_csv, prune_plot, report_markdown, torch_runner)
+from shrink.evaluate import (EvaluateParams, choose_shipped, collect, compare, models_plot, predict_classes,
+                             predictions_csv, prune_plot, report_markdown, shipped_sections)
 from shrink.io import read_json, write_json, write_text
-from shrink.quantize import load_artifact
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--params", default="params.yaml")
@@ -25,41 +28,37 @@ ap.add_argument("--charts", default="charts", help="folder for the report's PNG 
 args = ap.parse_args()
 
 params = load_params(args.params)
-p = from_dict(EvaluateParams, params.get("evaluate"), "evaluate")
+p = from_dict(EvaluateParams, params.get("evaluate"), "evaluate")  # validated before any work
 rounds = list((params.get("prune") or {}).get("rounds") or {})
 quantized = list((params.get("quantize") or {}).get("models") or [])
-models = Path(args.models)
-
-entries = [fp32_entry(name, models / f"{name}.pt") for name in ("teacher", "student", "distill", *rounds)]
-for src in quantized:
-    for kind, ext in (("fp16", "fp16.pt"), ("uint8", "uint8.pt"), ("int8", "int8.onnx")):
-        path = models / "quantized" / f"{src}.{ext}"
-        model, _ = load_artifact(path, threads=p.threads)
-        entries.append(Entry(f"{src}.{kind}", kind, path, torch_runner(model), params=next(e.params for e in entries if e.name == src),
-                             bytes=file_bytes(path), source=src))
-
 meta = load_meta(args.data)
-ev, lat, _ = compare(entries, load_split(args.data, "test"), meta, p)
+
+# everything is computed before anything is written: a failure leaves the previous outputs alone
+with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
+    entries = collect(Path(args.models), ["teacher", "student", "distill", *rounds], quantized, p.threads, Path(tmp))
+    ev, lat, _ = compare(entries, load_split(args.data, "test"), meta, p)
+    shipped = None
+    if quantized:
+        name, rule, verdicts = choose_shipped(ev, lat, quantized[-1], p)
+        ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
+        shipped = next(e for e in entries if e.name == name)
+    rows = {k: v for k, v in ev.items() if k != "shipped"}
+    rounds_metrics = {name: read_json(Path(args.prune_metrics) / f"{name}.json") for name in rounds}
+    report = "# shrink report\n\n" + report_markdown(rows, lat, p, ev.get("shipped"))
+    predictions = "Id,Category\n"  # no unlabeled split in this dataset: header only
+    if "evaluation" in meta["splits"] and shipped:
+        evaluation = load_split(args.data, "evaluation")
+        predictions = predictions_csv(evaluation.ids, predict_classes(shipped.run, evaluation.images, normalizer(meta)))
+        report += f"\n`{args.predictions}`: {len(evaluation.ids)} predictions of the unlabeled evaluation split by `{shipped.name}`.\n"
+    prune_csv = prune_plot(rows, rounds_metrics)
+    curves = read_live_curves(args.live)
+
 write_json(ev, args.metrics)
 write_json(lat, args.latency)
-
-write_text(models_plot(ev), Path(args.plots) / "models.csv")
-rounds_metrics = {name: read_json(Path(args.prune_metrics) / f"{name}.json") for name in rounds}
-write_text(prune_plot(ev, rounds_metrics), Path(args.plots) / "prune.csv")
-
-report = "# shrink report\n\n" + report_markdown(ev, lat, p)
-shipped = f"{quantized[-1]}.{p.ship}" if quantized else None
-ids = None
-if "evaluation" in meta["splits"] and shipped:
-    evaluation = load_split(args.data, "evaluation")
-    runner = next(e.runner for e in entries if e.name == shipped)
-    pred = predict_classes(runner, evaluation.images, normalizer(meta))
-    ids = evaluation.ids
-    write_text(predictions_csv(ids, pred), args.predictions)
-    report += f"\n`{args.predictions}`: {len(ids)} predictions of the unlabeled evaluation split by `{shipped}`.\n"
-else:
-    write_text("Id,Category\n", args.predictions)  # no unlabeled split in this dataset: header only
-report += "\n" + write_charts(ev, lat, csv_rows((Path(args.plots) / "prune.csv").read_text()), read_live_curves(args.live),
-                            args.charts, Path(args.report).parent, shipped=shipped, batch_sizes=p.batch_sizes)
+write_text(models_plot(rows), Path(args.plots) / "models.csv")
+write_text(prune_csv, Path(args.plots) / "prune.csv")
+write_text(predictions, args.predictions)
+report += "\n" + write_charts(ev, lat, csv_rows(prune_csv), curves, args.charts, Path(args.report).parent,
+                            shipped=shipped.name if shipped else None, batch_sizes=p.batch_sizes)
 write_text(report, args.report)
 print(report)

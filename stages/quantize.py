@@ -1,4 +1,4 @@
-"""quantize: fp16, the course's uint8 min-max state_dict, and a real int8 ONNX Runtime model of one checkpoint."""
+"""quantize: fp16, the course's uint8 min-max file, int8 ONNX (QDQ) and weight-only int8 ONNX of one checkpoint."""
 import argparse
 import os
 
@@ -8,21 +8,23 @@ from shrink.checkpoint import load_checkpoint
 from shrink.config import QuantizeParams, load_params, section
 from shrink.data import load_meta, load_split, normalizer
 from shrink.io import write_json
-from shrink.quantize import save_fp16, save_int8, save_uint8
+from shrink.quantize import ARTIFACT_FILES, save_fp16, save_int8, save_int8w, save_uint8
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--params", default="params.yaml")
 ap.add_argument("--data", default="data/prepared")
 ap.add_argument("--model", required=True, help="fp32 checkpoint to quantize")
-ap.add_argument("--out-prefix", required=True, help="writes <prefix>.fp16.pt, <prefix>.uint8.pt, <prefix>.int8.onnx")
+ap.add_argument("--out-prefix", required=True,
+                help="writes <prefix>.fp16.pt, <prefix>.uint8.pt, <prefix>.int8.onnx, <prefix>.int8w.onnx")
 ap.add_argument("--metrics", required=True)
 args = ap.parse_args()
 
 p = section(load_params(args.params), "quantize", QuantizeParams)
 ckpt = load_checkpoint(args.model)
-paths = {kind: f"{args.out_prefix}.{ext}" for kind, ext in (("fp16", "fp16.pt"), ("uint8", "uint8.pt"), ("int8", "int8.onnx"))}
+paths = {kind: f"{args.out_prefix}.{ext}" for kind, ext in ARTIFACT_FILES.items()}
 save_fp16(ckpt, paths["fp16"])
 save_uint8(ckpt, paths["uint8"])
+save_int8w(ckpt, paths["int8w"])
 train = load_split(args.data, "train")
 # a seeded random sample: a folder source's train split is ordered by class
 pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[: p.calibration_images]

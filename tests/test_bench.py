@@ -1,6 +1,8 @@
 """The benchmark's pure parts: statistics, targets, the markdown report, the course-style folder, the
 ONNX helpers. No assertion here is on a timing."""
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -8,7 +10,6 @@ import yaml
 from shrink import bench
 from shrink.config import DataParams
 from shrink.data import load_split, prepare
-from shrink.models import StudentNet
 
 from conftest import ROOT
 
@@ -23,10 +24,12 @@ def test_median_and_ratio():
 
 
 def test_targets_met_missed_and_by_how_much():
-    fast = bench.check_target("int8_speed", 12.0)
+    fast = bench.check_target("size", 200.0)
     assert fast.met is True and fast.shortfall is None
-    slow = bench.check_target("int8_speed", 8.0)  # goal >= 10x
+    slow = bench.check_target("shipped_b64", 0.8)  # goal >= 1x
     assert slow.met is False and slow.shortfall == pytest.approx(1.25)
+    assert bench.check_target("shipped_bytes", 300_001).met is False
+    assert bench.check_target("accuracy", -0.2).met is True  # the shipped artifact gained accuracy
     late = bench.check_target("late_rerun", 0.5)  # goal <= 0.25
     assert late.met is False and late.shortfall == pytest.approx(2.0)
     assert bench.check_target("late_rerun", 0.1).met is True
@@ -35,7 +38,8 @@ def test_targets_met_missed_and_by_how_much():
 
 
 def _results():
-    targets = [bench.check_target("size", 200.0).as_dict(), bench.check_target("int8_speed", 8.0).as_dict(),
+    targets = [bench.check_target("size", 200.0).as_dict(), bench.check_target("shipped_b64", 0.8).as_dict(),
+               bench.check_target("shipped_bytes", 224_000).as_dict(),
                bench.check_target("late_rerun", 0.5).as_dict(), bench.check_target("data_path", None).as_dict()]
     return {
         "mode": "quick", "threads": 2, "warnings": ["busy"],
@@ -45,15 +49,15 @@ def _results():
                         "size_ratio": 200.0, "source": "test",
                         "rows": [{"model": "teacher", "params": 11_000_000, "bytes": 44_800_000, "test_acc": 0.9,
                                   "x_smaller": 1.0, "acc_vs_teacher": 0.0},
-                                 {"model": "prune_5.int8", "params": 200_000, "bytes": 224_000, "test_acc": 0.88,
+                                 {"model": "prune_5.int8", "runtime": "ORT int8 QDQ", "params": 200_000, "bytes": 224_000, "test_acc": 0.88,
                                   "x_smaller": 200.0, "acc_vs_teacher": -0.02}]},
-        "latency": {"repeats": 3, "threads": 2, "image_size": 28, "models": [
-            {"name": "teacher", "runtime": "PyTorch fp32",
-             "batch": {"1": {"median_ms": 4.0, "vs_teacher": 1.0, "vs_student": 0.5},
-                       "64": {"median_ms": 40.0, "vs_teacher": 1.0, "vs_student": 0.25}}},
-            {"name": "int8", "runtime": "ONNX Runtime int8",
-             "batch": {"1": {"median_ms": 0.1, "vs_teacher": 40.0, "vs_student": 20.0},
-                       "64": {"median_ms": None, "vs_teacher": None, "vs_student": None}}}]},
+        "latency": {"repeats": 3, "threads": 2, "image_size": 28, "reference": "distill.ort", "models": [
+            {"name": "teacher", "runtime": "PyTorch eager fp32",
+             "batch": {"1": {"min_ms": 3.0, "median_ms": 4.0, "vs_teacher": 1.0, "vs_ref": 0.5},
+                       "64": {"min_ms": 30.0, "median_ms": 40.0, "vs_teacher": 1.0, "vs_ref": 0.25}}},
+            {"name": "int8", "runtime": "ORT int8 QDQ",
+             "batch": {"1": {"min_ms": 0.08, "median_ms": 0.1, "vs_teacher": 40.0, "vs_ref": 20.0},
+                       "64": {"min_ms": None, "median_ms": None, "vs_teacher": None, "vs_ref": None}}}]},
         "data_path": {"images": 512, "batch_size": 128, "repeats": 2, "rows": [
             {"loader": "pipeline", "images_per_s": 3000.0, "pipeline_speedup": 1.0},
             {"loader": "course", "images_per_s": 1000.0, "pipeline_speedup": 3.0}]},
@@ -70,16 +74,18 @@ def test_markdown_states_each_target_and_the_miss():
     assert "> **Warning:** busy" in lines
     row = next(line for line in lines if line.startswith("| shipped artifact"))
     assert "200x" in row and "**met**" in row
-    row = next(line for line in lines if line.startswith("| int8"))
-    assert "8x" in row and ">= 10x" in row and "**missed**: needs 1.25x more" in row
+    row = next(line for line in lines if line.startswith("| shipped artifact speed"))
+    assert "0.8x" in row and ">= 1.0x" in row and "**missed**: needs 1.25x more" in row
+    row = next(line for line in lines if line.startswith("| shipped artifact bytes"))
+    assert "224,000" in row and "<= 300,000" in row and "**met**" in row
     row = next(line for line in lines if line.startswith("| rerun after"))
     assert "0.5" in row and "<= 0.25" in row and "**missed**: 2.00x over" in row
     assert "not measured" in next(line for line in lines if line.startswith("| training loop"))
     for title in ("## 1. Compression", "## 2. Inference latency", "## 3. Training data path", "## 4. Pipeline cost",
                   "## 5. Machine"):
         assert any(line.startswith(title) for line in lines), title
-    assert "| prune_5.int8 | 200,000 | 224 kB | 200.0 | 0.8800 | -2.00 |" in lines
-    assert "| int8 | ONNX Runtime int8 | 0.1 | — | 40.00x | — | 20.00x | — |" in lines
+    assert "| prune_5.int8 | ORT int8 QDQ | 200,000 | 224 kB | 200.0 | 0.8800 | -2.00 |" in lines
+    assert "| int8 | ORT int8 QDQ | 0.08 / 0.1 | — / — | 40.00x | — | 20.00x | — |" in lines
     assert "| no-op | 1.0 | 0.025 | none |" in lines
     # every table row has as many cells as its header
     for i, line in enumerate(lines):
@@ -137,48 +143,25 @@ def test_tiny_overrides_and_the_late_change_on_the_real_params():
         assert set(params["quantize"]["models"]) <= {"teacher", "student", "distill", *rounds}
 
 
-def test_stages_ran_and_pick_shipped():
+def test_stages_ran():
     out = "Running stage 'prepare':\n> python ...\nStage 'teacher' didn't change, skipping\nRunning stage 'prune@prune_5':\n"
     assert bench.stages_ran(out) == ["prepare", "prune@prune_5"]
-    rows = {"teacher": {"bytes": 100}, "prune_5": {"bytes": 10}, "prune_5.fp16": {"bytes": 5},
-            "prune_5.uint8": {"bytes": 3}, "prune_5.int8": {"bytes": 4}, "prune_4.int8": {"bytes": 4}}
-    assert bench.pick_shipped(rows, "prune_5") == "prune_5.int8"
-    assert bench.pick_shipped(rows, "prune_5", explicit="prune_5.uint8") == "prune_5.uint8"
-    del rows["prune_5.int8"]
-    assert bench.pick_shipped(rows, "prune_5") == "prune_5.uint8"  # the smallest artifact of the final model
-    assert bench.pick_shipped({"teacher": {"bytes": 1}}, "prune_5") is None
 
 
-def test_interleaved_times_round_robin_order_and_counts():
-    order = []
-    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
-    times = bench.interleaved_times(calls, repeats=4, min_time=0.0, warmup=1)
-    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
-    measured = order[2 * 3 :]  # after one warm-up and one calibration call each
-    assert measured == list("abc" "bca" "cab" "abc")
-
-
-def test_busy_warning():
-    assert bench.busy_warnings(2, load=0.1, cores=2) == []
-    assert bench.busy_warnings(1, load=3.0, cores=2) == []
-    assert "busy" in bench.busy_warnings(2, load=2.0, cores=2)[0]
-
-
-def test_onnx_export_matches_torch(tmp_path):
-    from shrink.quantize import Int8Model  # the pipeline's ONNX Runtime runner, which the benchmark times
-
-    torch.manual_seed(0)
-    model = StudentNet(num_classes=4).eval()
-    fp32 = bench.export_onnx(model, 16, tmp_path / "s.onnx")
-    for batch in (1, 5):
-        x = torch.randn(batch, 3, 16, 16)
-        torch.testing.assert_close(Int8Model(fp32, threads=1)(x), model(x).detach(), rtol=1e-4, atol=1e-4)
-
-
-def test_shipped_name_follows_the_evaluate_stage():
-    assert bench.shipped_name({"quantize": {"models": ["distill", "prune_5"]}, "evaluate": {"ship": "int8"}}) == "prune_5.int8"
-    assert bench.shipped_name({"quantize": {"models": ["distill", "prune_5"]}}) == "prune_5.uint8"
-    assert bench.shipped_name({}) is None
+def test_compression_reads_the_shipped_section(tmp_path):
+    ev = {"teacher": {"kind": "fp32", "runtime": "PyTorch eager fp32", "params": 10, "bytes": 45_000_000,
+                      "test_acc": 0.9, "acc_vs_teacher": 0.0},
+          "prune_5.uint8": {"kind": "uint8", "bytes": 180_000, "test_acc": 0.88, "acc_vs_teacher": -0.02},
+          "prune_5.int8w": {"kind": "int8w", "bytes": 185_000, "test_acc": 0.881, "acc_vs_teacher": -0.019},
+          "shipped": {"name": "prune_5.int8w", "artifact": "models/quantized/prune_5.int8w.onnx", "kind": "int8w",
+                      "bytes": 185_000, "test_acc": 0.881, "parent": "prune_5", "acc_vs_parent": -0.001, "rule": "r"}}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text(json.dumps(ev))
+    c = bench.compression(tmp_path)
+    assert c["shipped"] == "prune_5.int8w" and c["shipped_bytes"] == 185_000
+    assert c["shipped_vs_uint8"] == pytest.approx(185 / 180) and c["size_ratio"] == pytest.approx(45_000 / 185)
+    assert c["shipped_acc_drop_points"] == pytest.approx(0.1)
+    assert [r["model"] for r in c["rows"]] == ["teacher", "prune_5.uint8", "prune_5.int8w"]  # not "shipped"
 
 
 def test_help_exits_cleanly(capsys):

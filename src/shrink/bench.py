@@ -7,11 +7,13 @@ compared with another run's.
 
 Sections:
 
-1. compression: bytes of the teacher (fp32) against the shipped artifact, and each model's test
-   accuracy minus the teacher's (from ``metrics/evaluate.json``, else from the stage metrics and
-   the checkpoints).
-2. latency: CPU inference at batch 1 and 64, fixed threads, warm-up excluded, median of repeats,
-   the models measured round-robin so background noise hits all of them alike.
+1. compression: bytes of the teacher (fp32) against the shipped artifact (the one the evaluate stage
+   chose, from ``metrics/evaluate.json``), the shipped bytes against the course's uint8 file of the
+   same network, and each model's test accuracy minus the teacher's.
+2. latency: CPU inference at batch 1 and 64 through the one measurement layer (``shrink.runtime``:
+   one loader, one interleaved timer; min and median): each fp32 model in PyTorch eager and in ORT
+   fp32, and the final model's artifacts; ratios against the teacher and against the unpruned student
+   in ORT fp32 (``distill.ort``). Nothing here is imported by a stage: editing it reruns nothing.
 3. data path: images/s of the pipeline's training loop over prepared tensors against the course's
    PIL-per-item loader over the same images, same model and batch size.
 4. pipeline cost: wall time of a full ``dvc repro`` from an empty cache in a fresh copy of the
@@ -34,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -43,15 +44,25 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from .runtime import busy_warnings, interleaved
+
 # What a copy of the project needs to run its pipeline (as tests/conftest.make_project copies).
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvcignore")
 FP32_MODELS = ("teacher", "student", "distill")  # then the pruning rounds, in params order
 BATCHES = (1, 64)
 
-# The targets the pipeline is held to: (key, label, op, goal).
+REF = "distill.ort"  # the unpruned student exported to ONNX and run by ORT fp32: the latency reference
+
+# The targets the pipeline is held to: (key, label, op, goal). Speed ratios are of min latencies measured
+# side by side in one run (the min is the least disturbed by other jobs on a shared machine).
 TARGETS = {
     "size": ("shipped artifact is smaller than the teacher (fp32)", ">=", 150.0),
-    "int8_speed": ("int8 (ONNX Runtime) faster than the teacher at batch 64", ">=", 10.0),
+    "shipped_bytes": ("shipped artifact bytes", "<=", 300_000),
+    "shipped_vs_uint8": ("shipped artifact bytes / the course uint8 file of the same network", "<=", 1.1),
+    "shipped_b1": (f"shipped artifact speed vs the unpruned student in ORT fp32 ({REF}), batch 1", ">=", 1.0),
+    "shipped_b64": (f"shipped artifact speed vs the unpruned student in ORT fp32 ({REF}), batch 64", ">=", 1.0),
+    "pruned_b64": (f"final pruning round in ORT fp32 vs {REF}, batch 64", ">=", 1.1),
+    "accuracy": ("shipped artifact's test accuracy loss vs its fp32 parent (points)", "<=", 0.5),
     "data_path": ("training loop over prepared tensors vs the course's PIL loader (images/s)", ">=", 3.0),
     "late_rerun": ("rerun after changing the last pruning round, fraction of a full run", "<=", 0.25),
 }
@@ -127,7 +138,7 @@ def tiny_overrides(params: dict[str, Any]) -> dict[str, Any]:
         params["prune"]["finetune"]["train"].update(batch_size=64)
         if isinstance(params.get("quantize"), dict) and "models" in params["quantize"]:
             params["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
-    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 2, "warmup": 1})):
+    for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(params.get(key), dict):
             params[key].update({k: v for k, v in section.items() if k in params[key]})
     return params
@@ -183,25 +194,6 @@ def stages_ran(dvc_output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", dvc_output)
 
 
-def pick_shipped(rows: Mapping[str, Mapping[str, Any]], final: str, explicit: str | None = None) -> str | None:
-    """Which model is the shipped artifact.
-
-    ``explicit`` (e.g. ``evaluate.json``'s ``shipped``) if it names a row; else the final round's
-    int8 artifact; else the smallest artifact derived from the final round.
-    """
-    if explicit and explicit in rows:
-        return explicit
-    derived = [n for n in rows if n.split(".")[0] == final and n != final]
-    int8 = [n for n in derived if "int8" in n]
-    if f"{final}.int8" in rows:
-        return f"{final}.int8"
-    if int8:
-        return min(int8, key=lambda n: rows[n].get("bytes") or math.inf)
-    if derived:
-        return min(derived, key=lambda n: rows[n].get("bytes") or math.inf)
-    return None
-
-
 # -------------------------------------------------------------- the markdown report
 
 
@@ -226,6 +218,8 @@ def _target_value(t: Mapping[str, Any]) -> str:
     v = t["value"]
     if v is None:
         return "not measured"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
     return f"{v:.3g}" if t["op"] == "<=" else f"{v:.3g}x"
 
 
@@ -257,7 +251,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
 
     out += ["## Targets", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
     for t in results.get("targets", []):
-        goal = f"{t['op']} {t['goal']:g}" + ("x" if t["op"] == ">=" else "")
+        goal = f"{t['op']} {t['goal']:,}" + ("x" if t["op"] == ">=" else "")
         out.append(f"| {t['label']} | {_target_value(t)} | {goal} | {_target_verdict(t)} |")
     out.append("")
 
@@ -265,14 +259,16 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if c:
         out += ["## 1. Compression", "",
                 f"Teacher fp32: {_fmt_bytes(c.get('teacher_bytes'))}; shipped artifact `{c.get('shipped')}`: "
-                f"{_fmt_bytes(c.get('shipped_bytes'))}, **{_fmt(c.get('size_ratio'), '.1f')}x smaller**. "
+                f"{_fmt_bytes(c.get('shipped_bytes'))}, **{_fmt(c.get('size_ratio'), '.1f')}x smaller**; "
+                f"{_fmt(c.get('shipped_vs_uint8'), '.3f')}x the course's uint8 file of the same network "
+                f"({_fmt_bytes(c.get('uint8_bytes'))}). Chosen by the evaluate stage: {c.get('shipped_rule', '?')}. "
                 f"Source: {c.get('source', '?')}.", "",
-                "| model | params | bytes | x smaller than teacher | test acc | acc − teacher (points) |",
-                "|---|---:|---:|---:|---:|---:|"]
+                "| model | runtime | params | bytes | x smaller than teacher | test acc | acc − teacher (points) |",
+                "|---|---|---:|---:|---:|---:|---:|"]
         for r in c.get("rows", []):
             acc = r.get("test_acc")
             delta = r.get("acc_vs_teacher")
-            out.append(f"| {r['model']} | {_fmt(r.get('params'), ',')} | {_fmt_bytes(r.get('bytes'))} | "
+            out.append(f"| {r['model']} | {r.get('runtime') or '—'} | {_fmt(r.get('params'), ',')} | {_fmt_bytes(r.get('bytes'))} | "
                        f"{_fmt(r.get('x_smaller'), '.1f')} | {_fmt(acc, '.4f')} | "
                        f"{_fmt(None if delta is None else 100 * delta, '+.2f')} |")
         out.append("")
@@ -280,14 +276,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lat = results.get("latency")
     if lat:
         out += ["## 2. Inference latency (CPU)", "",
-                f"Median of {lat.get('repeats')} round-robin repeats, {lat.get('threads')} thread(s), "
-                f"{lat.get('image_size')} px inputs, warm-up excluded. Speed-up = the reference's time / the model's.",
-                "", "| model | runtime | batch 1 (ms) | batch 64 (ms) | vs teacher b1 | vs teacher b64 | "
-                    "vs student b1 | vs student b64 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                f"{lat.get('repeats')} interleaved samples per model (shrink.runtime.interleaved), "
+                f"{lat.get('threads')} thread(s), {lat.get('image_size')} px inputs, warm-up excluded; load average "
+                f"{lat.get('load_before', '?')} before, {lat.get('load_after', '?')} after. Times: min / median. "
+                f"Speed-up = the reference's min time / the model's; `{lat.get('reference', REF)}` is the unpruned "
+                f"student exported to ONNX and run by ORT fp32.",
+                "", f"| model | runtime | batch 1 (ms) | batch 64 (ms) | vs teacher b1 | vs teacher b64 | "
+                    f"vs {lat.get('reference', REF)} b1 | vs {lat.get('reference', REF)} b64 |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in lat.get("models", []):
             b = r["batch"]
-            cells = [_fmt(b.get(str(k), {}).get("median_ms"), ".3g") for k in BATCHES]
-            for ref in ("vs_teacher", "vs_student"):
+            cells = [f"{_fmt(b.get(str(k), {}).get('min_ms'), '.3g')} / {_fmt(b.get(str(k), {}).get('median_ms'), '.3g')}"
+                     for k in BATCHES]
+            for ref in ("vs_teacher", "vs_ref"):
                 cells += [_fmt(b.get(str(k), {}).get(ref), ".2f") + ("x" if b.get(str(k), {}).get(ref) else "")
                           for k in BATCHES]
             out.append(f"| {r['name']} | {r['runtime']} | " + " | ".join(cells) + " |")
@@ -361,24 +362,6 @@ def _load() -> str | None:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return None
-
-
-def busy_warnings(threads: int, load: float | None = None, cores: int | None = None) -> list[str]:
-    """A warning when other processes already keep the cores busy: with every core taken, a thread of a
-    multi-threaded kernel gets preempted and the others wait for it at each barrier (PyTorch's OpenMP pool
-    suffers much more than ONNX Runtime's), so multi-threaded ratios are distorted, not just noisy."""
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            return []
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads > 1 and load + threads > cores + 0.5:
-        return [f"the machine was busy at the start (load average {load:.2f} on {cores} cores) and the benchmark "
-                f"uses {threads} threads: PyTorch's multi-threaded figures can be several times too slow; "
-                f"rerun on a quiet machine, or with --threads 1 for a fair comparison on a busy one."]
-    return []
 
 
 def _git_commit(project: Path) -> str | None:
@@ -515,45 +498,6 @@ def pipeline_cost(project: Path, log: Path, mode: str) -> dict[str, Any]:
     }
 
 
-# ============================================================== ONNX helpers
-
-
-def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> Path:
-    """fp32 ONNX with a dynamic batch dimension, input ``input`` (normalised float), output ``logits``:
-    the reference of a good runtime for the unpruned student."""
-    x = torch.zeros(2, 3, image_size, image_size)
-    model = model.eval()
-    try:
-        with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but fast and enough here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-    except Exception:  # the TorchScript exporter may be gone in a later torch: use the dynamo one
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                          dynamo=True, external_data=False)
-    return path
-
-
-def artifact_name(path: Path) -> str:
-    """``models/quantized/prune_5.int8.onnx`` -> ``prune_5.int8``."""
-    return path.name.rsplit(".", 1)[0]
-
-
-def find_int8_artifact(project: Path, final: str) -> Path | None:
-    """The pipeline's int8 ONNX artifact of the final model (``models/quantized/<final>.int8.onnx``)."""
-    path = project / "models" / "quantized" / f"{final}.int8.onnx"
-    return path if path.is_file() else None
-
-
-def shipped_name(params: Mapping[str, Any]) -> str | None:
-    """The artifact the pipeline ships: ``<last of quantize.models>.<evaluate.ship>``, as the evaluate stage says."""
-    models = (params.get("quantize") or {}).get("models") or []
-    ship = (params.get("evaluate") or {}).get("ship", "uint8")
-    return f"{models[-1]}.{ship}" if models else None
-
-
 # ============================================================== 1. compression
 
 
@@ -563,181 +507,100 @@ def round_names(project: Path) -> list[str]:
 
 
 def has_outputs(project: Path) -> bool:
+    """Whether ``project`` holds a finished pipeline run (the evaluate stage's shipped section included)."""
     rounds = round_names(project)
     need = [f"models/{n}.pt" for n in (*FP32_MODELS, *rounds[-1:])] + ["data/prepared/meta.json"]
-    return all((project / p).is_file() for p in need)
-
-
-def _metrics_of(project: Path, name: str) -> dict[str, Any]:
-    path = project / "metrics" / (f"prune/{name}.json" if name.startswith("prune") else f"{name}.json")
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def compression(project: Path, work: Path, threads: int, calib_images: int) -> tuple[dict[str, Any], Path]:
-    """Bytes and test accuracy of every model; returns (section, path of the int8 artifact of the final model)."""
-    from .checkpoint import model_from_checkpoint, state_dict_bytes
-    from .data import load_meta, load_split, normalizer
-    from .evaluate import accuracy
-    from .models import count_params
-    from .quantize import Int8Model, export_int8
-
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    rounds = round_names(project)
-    final = rounds[-1] if rounds else "distill"
-    meta = load_meta(project / "data/prepared")
-    norm = normalizer(meta)
-
-    int8 = find_int8_artifact(project, final)
-    bench_made = int8 is None
-    if bench_made:  # a pipeline without a quantize stage for its final model: make the int8 model here
-        print(f"  no models/quantized/{final}.int8.onnx: quantizing {final} here (shrink.quantize.export_int8)",
-              flush=True)
-        train = load_split(project / "data/prepared", "train")
-        int8 = work / f"{final}.int8.onnx"
-        export_int8(model_from_checkpoint(project / f"models/{final}.pt"), norm(train.images[:calib_images]), int8)
-
-    rows: dict[str, dict[str, Any]] = {}
     evaluate_json = project / "metrics/evaluate.json"
-    if evaluate_json.is_file():
-        source = "metrics/evaluate.json"
-        for name, r in json.loads(evaluate_json.read_text()).items():
-            if isinstance(r, dict) and "bytes" in r:
-                rows[name] = {"params": r.get("params"), "bytes": r.get("bytes"), "test_acc": r.get("test_acc")}
-    else:
-        source = "stage metrics and checkpoints (no metrics/evaluate.json)"
-        for name in (*FP32_MODELS, *rounds):
-            m = _metrics_of(project, name)
-            ckpt = project / f"models/{name}.pt"
-            if not ckpt.is_file():
-                continue
-            if "fp32_bytes" not in m or "params" not in m:
-                model = model_from_checkpoint(ckpt)
-                m = {**m, "fp32_bytes": state_dict_bytes(model), "params": count_params(model)}
-            rows[name] = {"params": m["params"], "bytes": m["fp32_bytes"], "test_acc": m.get("test_acc")}
-        # quantized artifacts (models/quantized/<model>.<kind>.<ext>): file size; accuracy below for ONNX ones
-        for p in sorted((project / "models" / "quantized").glob("*.*")):
-            rows[artifact_name(p)] = {"params": rows.get(p.name.split(".")[0], {}).get("params"),
-                                      "bytes": p.stat().st_size, "test_acc": None, "path": p}
-    int8_name = artifact_name(int8) + (" (bench-made)" if bench_made else "")
-    if int8_name not in rows:
-        rows[int8_name] = {"params": rows.get(final, {}).get("params"), "bytes": int8.stat().st_size,
-                           "test_acc": None, "path": int8}
-    test = None
-    for r in rows.values():  # accuracy of the ONNX artifacts no metrics file covers
-        path = r.pop("path", None)
-        if r.get("test_acc") is None and path is not None and path.suffix == ".onnx":
-            test = test or load_split(project / "data/prepared", "test")
-            r["test_acc"] = round(accuracy(Int8Model(path, threads=threads), test, norm)[0], 6)
+    try:
+        shipped = "shipped" in json.loads(evaluate_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        shipped = False
+    return shipped and all((project / p).is_file() for p in need)
 
-    teacher = rows.get("teacher", {})
-    for r in rows.values():
-        r["x_smaller"] = ratio(teacher.get("bytes"), r.get("bytes"))
-        acc, ref = r.get("test_acc"), teacher.get("test_acc")
-        r["acc_vs_teacher"] = None if acc is None or ref is None else round(acc - ref, 6)
-    shipped = pick_shipped(rows, final, shipped_name(params)) or int8_name
-    section = {
-        "source": source,
-        "final": final,
+
+def compression(project: Path) -> dict[str, Any]:
+    """Bytes and test accuracy of every row of ``metrics/evaluate.json``, and its shipped artifact."""
+    ev = json.loads((project / "metrics/evaluate.json").read_text())
+    shipped = ev.pop("shipped")
+    teacher = ev.get("teacher", {})
+    rows = []
+    for name, r in ev.items():
+        rows.append({"model": name, "kind": r.get("kind"), "runtime": r.get("runtime"), "params": r.get("params"),
+                     "bytes": r.get("bytes"), "test_acc": r.get("test_acc"),
+                     "x_smaller": ratio(teacher.get("bytes"), r.get("bytes")), "acc_vs_teacher": r.get("acc_vs_teacher")})
+    parent = shipped.get("parent")
+    uint8 = ev.get(f"{parent}.uint8", {}).get("bytes")
+    return {
+        "source": "metrics/evaluate.json",
         "teacher_bytes": teacher.get("bytes"),
-        "shipped": shipped,
-        "shipped_bytes": rows[shipped]["bytes"],
-        "size_ratio": ratio(teacher.get("bytes"), rows[shipped]["bytes"]),
-        "int8_artifact": str(int8.relative_to(project)) if not bench_made else "bench-made (deleted with work/)",
-        "rows": [{"model": n, **r} for n, r in rows.items()],
+        "shipped": shipped["name"],
+        "shipped_artifact": shipped["artifact"],
+        "shipped_kind": shipped["kind"],
+        "shipped_rule": shipped["rule"],
+        "shipped_bytes": shipped["bytes"],
+        "uint8_bytes": uint8,
+        "shipped_vs_uint8": ratio(shipped["bytes"], uint8),
+        "shipped_acc_drop_points": None if shipped.get("acc_vs_parent") is None else -100 * shipped["acc_vs_parent"],
+        "parent": parent,
+        "size_ratio": ratio(teacher.get("bytes"), shipped["bytes"]),
+        "rows": rows,
     }
-    return section, int8
 
 
 # ============================================================== 2. latency
 
 
-def _calls_torch(model: torch.nn.Module, image_size: int) -> dict[int, Callable[[], Any]]:
-    model = model.eval()
-    calls = {}
-    for b in BATCHES:
-        x = torch.randn(b, 3, image_size, image_size)
-
-        def call(x=x):
-            with torch.inference_mode():
-                return model(x)
-
-        calls[b] = call
-    return calls
-
-
-def _calls_ort(path: Path, image_size: int, threads: int) -> dict[int, Callable[[], Any]]:
-    """Calls of the pipeline's ONNX Runtime runner (``shrink.quantize.Int8Model``) on normalised float input."""
-    from .quantize import Int8Model
-
-    model = Int8Model(path, threads=threads)
-    return {b: (lambda x=torch.randn(b, 3, image_size, image_size): model(x)) for b in BATCHES}
-
-
-def interleaved_times(calls: Mapping[Any, Callable[[], Any]], repeats: int, min_time: float, warmup: int = 3,
-                      desc: str = "latency") -> dict[Any, list[float]]:
-    """Seconds per call of each callable, ``repeats`` samples each, taken round-robin.
-
-    Each callable is first warmed up and calibrated: one sample times enough back-to-back calls to
-    last ``min_time`` seconds (a single batch-1 call is too short for the clock and the noise). The
-    round-robin order rotates every repeat, so no callable always runs right after the same other one.
-    """
-    inner = {}
-    for key, call in calls.items():
-        for _ in range(warmup):
-            call()
-        t0 = time.perf_counter()
-        call()
-        one = max(time.perf_counter() - t0, 1e-6)
-        inner[key] = max(1, math.ceil(min_time / one))
-    keys = list(calls)
-    times: dict[Any, list[float]] = {k: [] for k in keys}
-    for r in tqdm(range(repeats), desc=desc, unit="repeat", leave=False):
-        shift = r % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            call, n = calls[key], inner[key]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                call()
-            times[key].append((time.perf_counter() - t0) / n)
-    return times
-
-
-def latency(project: Path, int8: Path, work: Path, threads: int, repeats: int, min_time: float) -> dict[str, Any]:
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+def latency(project: Path, work: Path, threads: int, repeats: int, min_time: float, shipped: str) -> dict[str, Any]:
+    """Each fp32 model in PyTorch eager and in ORT fp32, and the final model's artifacts, through the one
+    measurement layer (``shrink.runtime``); ratios against the teacher (eager) and the unpruned student in
+    ORT fp32, from the min of the interleaved samples (medians are reported too)."""
+    from .runtime import interleaved, load_runtime, ort_fp32
 
     rounds = round_names(project)
     final = rounds[-1] if rounds else "distill"
-    teacher_ckpt = load_checkpoint(project / "models/teacher.pt")
-    size = int(teacher_ckpt["data"]["image_size"])
-    student = model_from_checkpoint(project / "models/distill.pt")
-    student_onnx = export_onnx(student, size, work / "student.fp32.onnx")
-    torch.set_num_threads(threads)
-    models = [
-        ("teacher", "PyTorch fp32", _calls_torch(model_from_checkpoint(teacher_ckpt), size)),
-        ("student (distill)", "PyTorch fp32", _calls_torch(student, size)),
-        (f"pruned student ({final})", "PyTorch fp32", _calls_torch(model_from_checkpoint(project / f"models/{final}.pt"), size)),
-        (f"{final} int8 ({int8.name})", "ONNX Runtime int8", _calls_ort(int8, size, threads)),
-        ("student (distill), unpruned", "ONNX Runtime fp32", _calls_ort(student_onnx, size, threads)),
-    ]
-    calls = {(i, b): c for i, (_, _, cs) in enumerate(models) for b, c in cs.items()}
-    times = interleaved_times(calls, repeats, min_time)
-    med = {k: median(v) for k, v in times.items()}
+    models, quantized = project / "models", project / "models" / "quantized"
+    runtimes = {"teacher": load_runtime(models / "teacher.pt", threads),
+                "teacher.ort": ort_fp32(models / "teacher.pt", work, threads),
+                "distill": load_runtime(models / "distill.pt", threads),
+                REF: ort_fp32(models / "distill.pt", work, threads),
+                final: load_runtime(models / f"{final}.pt", threads),
+                f"{final}.ort": ort_fp32(models / f"{final}.pt", work, threads)}
+    for path in sorted(quantized.glob(f"{final}.*")) + sorted(quantized.glob("distill.int8w.onnx")):
+        runtimes[artifact_name(path)] = load_runtime(path, threads)
+    size = int(runtimes["teacher"].meta["data"]["image_size"])
+    calls = {}
+    for b in BATCHES:
+        x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b))
+        for name, run in runtimes.items():
+            calls[(name, b)] = lambda run=run, x=x: run(x)
+    bar = tqdm(total=repeats, desc="latency", unit="round", leave=False)
+    timing = interleaved(calls, repeats, threads=threads, min_time=min_time, progress=lambda r: bar.update(1))
+    bar.close()
     out = []
-    for i, (name, runtime, _) in enumerate(models):
+    for name, run in runtimes.items():
         per_batch = {}
         for b in BATCHES:
-            t = med.get((i, b))
-            per_batch[str(b)] = {
-                "median_ms": None if t is None else round(t * 1e3, 4),
-                "vs_teacher": ratio(med.get((0, b)), t),
-                "vs_student": ratio(med.get((1, b)), t),
-            }
-        out.append({"name": name, "runtime": runtime, "batch": per_batch})
-        print(f"  {name:<40} {runtime:<18} " + "  ".join(
-            f"b{b}: {per_batch[str(b)]['median_ms'] or float('nan'):.3g} ms "
-            f"({_fmt(per_batch[str(b)]['vs_teacher'], '.2f')}x teacher)" for b in BATCHES), flush=True)
-    return {"threads": threads, "repeats": repeats, "image_size": size, "models": out,
-            "int8_vs_teacher_b64": out[3]["batch"]["64"]["vs_teacher"]}
+            lo = timing.min_ms((name, b))
+            per_batch[str(b)] = {"min_ms": round(lo, 4), "median_ms": round(timing.median_ms((name, b)), 4),
+                                 "vs_teacher": ratio(timing.min_ms(("teacher", b)), lo),
+                                 "vs_ref": ratio(timing.min_ms((REF, b)), lo)}
+        out.append({"name": name, "runtime": run.label, "kind": run.kind, "batch": per_batch})
+        print(f"  {name:<22} {run.label:<36} " + "  ".join(
+            f"b{b}: {per_batch[str(b)]['min_ms']:.3g} ms ({_fmt(per_batch[str(b)]['vs_ref'], '.2f')}x {REF})"
+            for b in BATCHES), flush=True)
+    row = {r["name"]: r["batch"] for r in out}
+    ship = row.get(shipped, {})
+    return {"threads": threads, "repeats": repeats, "image_size": size, "reference": REF, "models": out,
+            **{k: v for k, v in timing.setup().items() if k != "warnings"}, "timing_warnings": timing.warnings,
+            "shipped": shipped,
+            "shipped_vs_ref_b1": ship.get("1", {}).get("vs_ref"), "shipped_vs_ref_b64": ship.get("64", {}).get("vs_ref"),
+            "shipped_vs_teacher_b64": ship.get("64", {}).get("vs_teacher"),
+            "final_ort_vs_ref_b64": row[f"{final}.ort"]["64"]["vs_ref"]}
+
+
+def artifact_name(path: Path) -> str:
+    """``models/quantized/prune_5.int8w.onnx`` -> ``prune_5.int8w``."""
+    return path.name.rsplit(".", 1)[0]
 
 
 # ============================================================== 3. training data path
@@ -859,7 +722,7 @@ def data_path(project: Path, work: Path, n_images: int, batch_size: int, repeats
     paths = {"pipeline": run_pipeline, "seed": seed_runner(preloaded), "seed_open": seed_runner(lazy),
              "pipeline_data": pipeline_data_only, "seed_data": seed_data_only}
     # one untimed pass each first (the calibration call): allocator, oneDNN primitives, page cache
-    times = interleaved_times(paths, repeats, min_time=0.0, warmup=0, desc="data path")
+    times = interleaved(paths, repeats, threads=threads, warmup=0).times
     ips = {k: n_images / median(v) for k, v in times.items()}
     rows = [
         {"loader": "pipeline: train_one_epoch over prepared uint8 tensors (batched tensor augmentation)",
@@ -904,9 +767,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="shrink bench",
         description=(
             "Measure what the pipeline buys and write <out>/results.json and <out>/results.md. Sections: "
-            "1 compression (teacher bytes / shipped artifact bytes; test accuracy minus the teacher's), "
-            "2 CPU latency at batch 1 and 64 (teacher, student, pruned student, int8 ONNX Runtime, student ONNX "
-            "Runtime fp32), 3 training data path (prepared tensors vs the course's PIL loader), 4 pipeline cost "
+            "1 compression (teacher bytes / shipped artifact bytes, shipped / uint8 bytes; test accuracy), "
+            "2 CPU latency at batch 1 and 64 (teacher, unpruned and pruned student in PyTorch eager and ORT fp32, "
+            "the final model's fp16 / uint8 / int8 / int8w artifacts), 3 training data path (prepared tensors vs the course's PIL loader), 4 pipeline cost "
             "(full / no-op / late-change dvc repro in a fresh copy), 5 the machine. Speed figures are ratios of "
             "measurements taken in the same run. Sections 1-3 read the outputs of a default `dvc repro` in "
             "--project (or of section 4's copy when --project has none)."),
@@ -918,6 +781,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--project", default=".", help="the project folder (default: the current folder)")
     ap.add_argument("--out", default="bench", help="where results.json, results.md and work/ go (default: bench/)")
     ap.add_argument("--skip-pipeline", action="store_true", help="skip section 4 (the timed dvc repro runs)")
+    ap.add_argument("--skip-data-path", action="store_true", help="skip section 3 (the training data path)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="samples per figure in sections 2 and 3 (default: 25 latency / 5 data path; "
                          "--quick: 5 / 2)")
@@ -994,24 +858,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {results['warnings'][-1]}", flush=True)
 
     print(f"[1/5] compression ({source})", flush=True)
-    results["compression"], int8 = compression(source, work, args.threads, 64 if args.quick else 512)
-    c = results["compression"]
+    results["compression"] = c = compression(source)
     print(f"  teacher {_fmt_bytes(c['teacher_bytes'])} / shipped {c['shipped']} {_fmt_bytes(c['shipped_bytes'])}"
-          f" = {_fmt(c['size_ratio'], '.1f')}x", flush=True)
+          f" = {_fmt(c['size_ratio'], '.1f')}x; {_fmt(c['shipped_vs_uint8'], '.3f')}x the uint8 file", flush=True)
 
     print(f"[2/5] latency: {lat_repeats} round-robin repeats, {args.threads} threads", flush=True)
-    results["latency"] = latency(source, int8, work, args.threads, lat_repeats, min_time)
+    results["latency"] = lat = latency(source, work, args.threads, lat_repeats, min_time, c["shipped"])
+    if not results["warnings"]:  # busy only during the timing: say so (once)
+        results["warnings"] += lat["timing_warnings"]
 
-    print(f"[3/5] training data path: {n_images} images, batch 128, {data_repeats} repeats", flush=True)
-    results["data_path"] = data_path(source, work, n_images, 128, data_repeats, args.threads)
+    if args.skip_data_path:
+        print("[3/5] training data path: skipped", flush=True)
+    else:
+        print(f"[3/5] training data path: {n_images} images, batch 128, {data_repeats} repeats", flush=True)
+        results["data_path"] = data_path(source, work, n_images, 128, data_repeats, args.threads)
 
     print("[5/5] machine", flush=True)
     results["machine"]["load_after"] = _load()
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     results["targets"] = [t.as_dict() for t in (
         check_target("size", c["size_ratio"]),
-        check_target("int8_speed", results["latency"]["int8_vs_teacher_b64"]),
-        check_target("data_path", results["data_path"]["ratio"]),
+        check_target("shipped_bytes", c["shipped_bytes"]),
+        check_target("shipped_vs_uint8", c["shipped_vs_uint8"]),
+        check_target("shipped_b1", lat["shipped_vs_ref_b1"]),
+        check_target("shipped_b64", lat["shipped_vs_ref_b64"]),
+        check_target("pruned_b64", lat["final_ort_vs_ref_b64"]),
+        check_target("accuracy", c["shipped_acc_drop_points"]),
+        check_target("data_path", (results.get("data_path") or {}).get("ratio")),
         check_target("late_rerun", (results.get("pipeline") or {}).get("late_fraction")),
     )]
 

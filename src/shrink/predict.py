@@ -1,5 +1,10 @@
 """``shrink predict``: classify image files with a model artifact, one ``path<TAB>class`` line per image.
 
+The model is the pipeline's shipped artifact (``metrics/evaluate.json``'s ``shipped.artifact``, chosen by the
+evaluate stage) unless ``--model`` names another. Output lines are tab-separated values written by the
+``csv`` module: a field holding a tab, a newline or a double quote is double-quoted (quotes doubled), so a
+file name with a newline stays one record (read it back with ``csv.reader(f, delimiter="\t")``).
+
 Images are decoded exactly as the prepare stage decoded the training data (``data.decode_image``:
 RGB, whole image resized to ``image_size`` with antialiasing), normalised with the artifact's own
 mean/std and classified in batches. An unreadable file prints ``error: <path>: cannot read image (...)``
@@ -8,6 +13,8 @@ on stderr and the rest still run; the exit code is 1 if any file failed, else 0.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,9 +23,22 @@ import torch
 from PIL import Image
 
 from .data import IMAGE_EXTENSIONS, PrepareError, decode_image, normalizer
-from .quantize import load_artifact
+from .runtime import load_runtime
 
-DEFAULT_ARTIFACT = "models/quantized/prune_5.uint8.pt"  # the default pipeline's shipped artifact
+SHIPPED_FROM = "metrics/evaluate.json"  # where the evaluate stage records the shipped artifact
+
+
+def shipped_artifact(metrics: str | Path = SHIPPED_FROM) -> str:
+    """The path of the shipped artifact recorded by the evaluate stage, or a ValueError saying what to do."""
+    path = Path(metrics)
+    try:
+        artifact = json.loads(path.read_text())["shipped"]["artifact"]
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found; run `dvc repro` in the project folder, or pass --model") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: no shipped.artifact entry ({type(e).__name__}); rerun `dvc repro evaluate`, "
+                         f"or pass --model") from None
+    return str(artifact)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("paths", nargs="+", metavar="PATH",
                     help=f"image files, or folders searched recursively for {', '.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
-    ap.add_argument("--model", default=DEFAULT_ARTIFACT, metavar="ARTIFACT",
-                    help="uint8 / fp16 / fp32 .pt checkpoint or int8 .onnx file (default: %(default)s)")
+    ap.add_argument("--model", default=None, metavar="ARTIFACT",
+                    help="fp32 / fp16 / uint8 .pt file or fp32 / int8 / int8w .onnx file (default: the shipped "
+                         f"artifact named in {SHIPPED_FROM})")
     ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")
     return ap
@@ -69,12 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--batch-size and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     try:
-        model, meta = load_artifact(args.model, threads=args.threads)
+        model = load_runtime(args.model or shipped_artifact(), threads=args.threads)
     except (FileNotFoundError, ValueError, KeyError) as e:
         ap.error(f"--model: {e}")
-    data = meta["data"]
+    data = model.meta["data"]
     classes, size, norm = data["classes"], int(data["image_size"]), normalizer(data)
 
+    out = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     failed = 0
     problems: list[str] = []
     for batch in _batches(_expand(args.paths, problems), args.batch_size):
@@ -93,10 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed += 1
         if not images:
             continue
-        with torch.inference_mode():
-            pred = model(norm(torch.stack(images))).argmax(1).tolist()
+        pred = model(norm(torch.stack(images))).argmax(1).tolist()
         for path, k in zip(good, pred):
-            print(f"{path}\t{classes[k]}")
+            out.writerow([str(path), classes[k]])
         sys.stdout.flush()
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)

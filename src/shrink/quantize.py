@@ -1,7 +1,8 @@
 """Quantization: the course's 8-bit weight file, fp16, and real int8 inference with ONNX Runtime.
 
 Artifacts (all self-contained; each carries ``model``, ``model_kwargs``, ``num_classes`` and the data
-meta ``{classes, mean, std, image_size}``, so ``load_artifact`` / ``shrink predict`` need nothing else):
+meta ``{classes, mean, std, image_size}``, so ``shrink.runtime.load_runtime`` and ``shrink predict`` need
+nothing else):
 
 * **uint8** (``save_uint8``), the course's min-max scheme, for *storage*: per floating tensor
   ``q = round((w - min) / (max - min) * 255)`` as uint8 plus its ``min`` and ``max`` (fp32); loading
@@ -30,48 +31,31 @@ meta ``{classes, mean, std, image_size}``, so ``load_artifact`` / ``shrink predi
 
 * **fp16** (``save_fp16``): the checkpoint with floating state_dict tensors in half precision.
 
-* **int8 ONNX** (``export_int8`` / ``save_int8``), for *inference*: the float model exported with the
-  TorchScript-based exporter (``dynamo=False``, opset 17, input ``"input"`` with a dynamic batch axis,
-  output ``"logits"``; eval-mode export folds BatchNorm into the convolutions), pre-processed with
-  ``quant_pre_process`` and statically quantized with ``onnxruntime.quantization.quantize_static``:
-  QDQ format, per-channel int8 weights, uint8 activations (U8S8, the fast path on x86), MinMax
-  calibration on normalised training images. The artifact meta (same keys as above, JSON) is stored in
-  the model's ``metadata_props`` under ``"shrink"``; no sidecar file. ``Int8Model`` runs it.
+* **int8 ONNX** (``save_int8``): static int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax
+  calibration on normalised training images) with ``onnxruntime.quantization.quantize_static``, from the
+  one fp32 exporter ``export_onnx`` (TorchScript exporter, opset 17, input ``"input"`` with a dynamic batch
+  axis, output ``"logits"``; eval-mode export folds BatchNorm into the convolutions).
 
-Int8 measurements (``python -m shrink.quantize bench CKPT PREPARED``): a 2-epoch StudentNet
-(256,779 params) on Fashion-MNIST, 28x28 input, normalised float input, 2 threads everywhere
-(``torch.set_num_threads(2)``, ORT ``intra_op_num_threads=2``), 512 calibration images. Machine: 2
-vCPUs (x86, AVX-512 VNNI) that other jobs were loading to 3-6 runnable threads while measuring, so each
-runner ran in its own process, interleaved round by round with the others (40 rounds x 10 calls after
-warm-up): "min" approximates the unloaded latency, "median" is under that load::
+* **int8w ONNX** (``save_int8w``): *weight-only* int8. Every Conv/Gemm weight is stored as per-output-channel
+  symmetric int8 (``q = round(w / s)``, ``s = max|w| / 127``, no zero point) followed by a
+  ``DequantizeLinear``; activations stay fp32. ONNX Runtime must run it with the session option
+  ``session.disable_quant_qdq = 1`` (``shrink.runtime`` sets it for this kind): ORT then constant-folds each
+  ``DequantizeLinear`` into an fp32 weight at load time and runs exactly the fp32 graph (same kernels, same
+  speed); without it ORT 1.31 keeps the nodes and runs 2-5x slower. Sizes, in bytes: the scales and the
+  biases (BatchNorm folded into them) are stored as fp16 followed by a ``Cast`` (folded the same way), so
+  a channel costs 4 bytes besides its int8 weights, the same as the uint8 file's four BatchNorm bytes; every
+  tensor and node gets a short name and no doc string (the exporter's names such as
+  ``onnx::Conv_123`` and ``cnn.3.3.weight`` were ~3-4 % of a pruned file).
 
-    runner                        batch 64 min / median   batch 1 min / median   test acc (10k)
-    PyTorch fp32 eager              10.95 / 108.96 ms       1.028 / 1.577 ms     0.8537
-    PyTorch x86 int8 (FX)            1.88 /  14.98 ms       0.630 / 0.861 ms     0.8534
-    ONNX Runtime fp32                1.54 /   2.09 ms       0.065 / 0.069 ms     0.8537
-    ONNX Runtime int8 QDQ            2.53 /   3.21 ms       0.080 / 0.086 ms     0.8530
-    ONNX Runtime int8 QOperator      2.47 /   3.18 ms       0.078 / 0.127 ms     0.8530
-    (uint8 min-max, dequantized to fp32: 0.8520; fp16: 0.8537)
+Every ONNX artifact carries its meta (the keys above plus ``kind``, compact JSON) in the model's
+``metadata_props`` under ``"shrink"``; no sidecar file.
 
-Choice: **ONNX Runtime int8, QDQ, per-channel**. Against fp32 PyTorch eager at batch 64 it is 4.3x faster
-unloaded and ~34x under load, for -0.07 points of accuracy (99% argmax agreement), meeting the target
-(>= 2x, <= 1 point). Per-tensor weights cost -0.4 points at the same speed. Against PyTorch's own int8
-(FX graph mode, x86 backend): that is slightly faster unloaded at batch 64 (1.9 vs 2.5 ms) but 8x slower
-at batch 1 and 5x slower under load (PyTorch's OpenMP threads degrade badly on a busy machine), its
-model cannot be saved as a ``weights_only`` file (it must be re-calibrated on load), and in torch
-2.14.1 ``torch.ao.quantization`` warns it is deprecated ("will be removed", move to torchao), as are
-quantized tensors. QDQ and QOperator run the same kernels after ORT's graph optimisation (equal speed
-within noise, equal accuracy); QDQ is ORT's recommended format (QOperator's file is smaller: ~290 kB
-vs ~323 kB). The TorchScript exporter (``dynamo=False``) warns that it is deprecated; the
-``dynamo=True`` exporter was checked to give the same graph (opset 18, ReduceMean for the pooling).
-
-Worth knowing: at 28x28 ONNX Runtime's *fp32* model is faster than its int8 one. The whole net is
-~0.9 M multiply-adds per image; int8 gains nothing on the 3-channel stem convolution (its int8 kernel
-took ~4x the fp32 NCHWc one in ORT's profile) and adds layout transposes. Excluding the stem from
-quantization, S8S8 activations, or leaving the 1x1 average pool in float changed little (2.5-3.4 ms
-min). At 128x128 (batch 16) int8 and fp32 ORT tie (11.4 vs 11.2 ms min). Most of the speed-up over
-eager comes from ONNX Runtime itself (BatchNorm folded, ReLU6 fused, blocked layouts); int8 keeps it
-while making the weights 4x smaller.
+Timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict) and
+``shrink bench``; this module only writes and reads artifacts, so editing a benchmark never invalidates
+the quantize stage. History (measured with the benchmark then in this module, 2 vCPUs, 28 px): for the
+depthwise-separable student, ORT's int8 *compute* (QDQ) never beat ORT fp32 (batch 64: 2.5 vs 1.5 ms
+min), PyTorch's FX int8 was deprecated and slower under load, QOperator ran the same kernels as QDQ.
+Hence the weight-only int8 file: int8 on disk, fp32 speed in ORT.
 """
 from __future__ import annotations
 
@@ -80,10 +64,9 @@ import json
 import math
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,7 +77,9 @@ from .io import atomic_path, save_torch
 UINT8_FORMAT = "shrink-uint8"
 FP16_FORMAT = "shrink-fp16"
 ONNX_META_KEY = "shrink"
-ARTIFACT_KINDS = ("uint8", "fp16", "fp32", "int8-onnx")
+ARTIFACT_KINDS = ("fp32", "fp16", "uint8", "int8", "int8w")
+# file name suffix of each quantized kind: models/quantized/<model>.<suffix>
+ARTIFACT_FILES = {"fp16": "fp16.pt", "uint8": "uint8.pt", "int8": "int8.onnx", "int8w": "int8w.onnx"}
 # The checkpoint keys an artifact keeps besides the weights: enough to rebuild and use the model alone.
 META_KEYS = ("model", "model_kwargs", "num_classes", "data")
 _LEVELS = 255  # 2**8 - 1, the course's scale
@@ -206,21 +191,55 @@ def save_fp16(ckpt: dict[str, Any], path: str | os.PathLike) -> int:
     return os.path.getsize(path)
 
 
-def load_fp16(path: str | os.PathLike) -> nn.Module:
-    """A float32 model from an fp16 checkpoint file (the same as ``load_artifact(path)[0]``)."""
-    return load_artifact(path)[0]
+# ---------------------------------------------------------------- ONNX: one exporter, two int8 writers
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *,
+                meta: dict[str, Any] | None = None) -> None:
+    """Write ``model`` as fp32 ONNX atomically: input ``"input"`` (dynamic batch), output ``"logits"``.
+
+    The one exporter of the project (the quantized writers and the fp32 runtimes of evaluate and the
+    benchmark all start from it). TorchScript-based (``dynamo=False``, opset 17): it folds eval-mode
+    BatchNorm into the convolutions. It warns that it is deprecated; the ``dynamo=True`` exporter was
+    checked to give the same graph (opset 18).
+
+    Args:
+        model: the float network (copied to the CPU in eval mode; the original is left alone).
+        example: a float (N, C, H, W) input; H, W fix the exported spatial size.
+        path: destination ``.onnx`` file.
+        meta: stored as compact JSON in ``metadata_props["shrink"]`` (``artifact_meta`` plus ``kind``).
+    """
+    import onnx
+
+    model = copy.deepcopy(model).cpu().float().eval()
+    with tempfile.TemporaryDirectory(prefix="shrink-onnx-") as tmp:
+        raw = Path(tmp) / "fp32.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's tracer and deprecation warnings say nothing about this model
+            torch.onnx.export(
+                model, (example.detach().float().cpu(),), str(raw), dynamo=False, opset_version=17,
+                do_constant_folding=True, input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        proto = onnx.load(str(raw))
+    _save_onnx(proto, path, meta)
 
 
-# ---------------------------------------------------------------- int8 ONNX Runtime
+def _save_onnx(proto, path: str | os.PathLike, meta: dict[str, Any] | None) -> None:
+    import onnx
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's tracer warnings say nothing about this model
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=17, do_constant_folding=True,
-            input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
+    if meta is not None:
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, separators=(",", ":"))
+    with atomic_path(path) as tmp_path:
+        onnx.save(proto, str(tmp_path))
+
+
+def _calibration(calib_images_float: torch.Tensor) -> torch.Tensor:
+    x = calib_images_float.detach().float().cpu()
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"calibration images must be a non-empty (N, C, H, W) float tensor, got {tuple(x.shape)}")
+    return x
 
 
 def export_int8(
@@ -230,27 +249,22 @@ def export_int8(
     *,
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
-    quant_format: str = "QDQ",
 ) -> None:
     """Export ``model`` to a statically quantized int8 ONNX file (QDQ, per-channel weights), atomically.
 
     Args:
-        model: the float network (copied to the CPU in eval mode; the original is left alone).
+        model: the float network.
         calib_images_float: normalised float32 (N, 3, H, W) images for calibration (a few hundred train
             images); H, W fix the exported spatial size, the batch axis stays dynamic.
         path: destination ``.onnx`` file.
-        meta: ``artifact_meta(ckpt)``, stored as JSON in the model's ``metadata_props["shrink"]``.
+        meta: ``artifact_meta(ckpt)``, stored with ``kind: int8`` in ``metadata_props["shrink"]``.
         batch_size: calibration batch size.
-        quant_format: ``"QDQ"`` (the pipeline's) or ``"QOperator"``.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    x = calib_images_float.detach().float().cpu()
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(f"calibration images must be a non-empty (N, C, H, W) float tensor, got {tuple(x.shape)}")
-    model = copy.deepcopy(model).cpu().float().eval()
+    x = _calibration(calib_images_float)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -262,19 +276,97 @@ def export_int8(
 
     with tempfile.TemporaryDirectory(prefix="shrink-int8-") as tmp:
         fp32, pre, int8 = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        _export_onnx(model, x[:1], fp32)
+        export_onnx(model, x[:1], fp32)
         quant_pre_process(str(fp32), str(pre))  # shape inference + graph clean-up, as ORT recommends
         quantize_static(
-            str(pre), str(int8), Reader(), quant_format=QuantFormat[quant_format], per_channel=True,
+            str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(int8))
-    if meta is not None:
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
-    with atomic_path(path) as tmp_path:
-        onnx.save(proto, str(tmp_path))
+    _save_onnx(proto, path, None if meta is None else {**meta, "kind": "int8"})
+
+
+def weight_only_int8(proto) -> Any:
+    """Rewrite an fp32 ONNX model in place: Conv/Gemm weights to per-channel symmetric int8 + DequantizeLinear.
+
+    Scales and biases go to fp16 + Cast; every tensor and node gets a short name; doc strings go. The
+    graph's input and output names stay. Returns ``proto``.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    consts = []  # (name, array) of the new initializers
+    front = []  # DequantizeLinear / Cast nodes, placed before every consumer
+    done: set[str] = set()
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        wname = node.input[1]
+        if wname in done:
+            continue
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        axis = 1 if node.op_type == "Gemm" and not trans_b else 0  # the output-channel axis
+        reduce = tuple(d for d in range(w.ndim) if d != axis)
+        scale = (np.abs(w).max(axis=reduce) / 127.0).astype(np.float16)
+        scale[scale == 0] = 1.0  # an all-zero channel stays zero
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.astype(np.float32).reshape(shape)), -127, 127).astype(np.int8)
+        graph.initializer.remove(inits.pop(wname))
+        consts += [(wname + "_q", q), (wname + "_s16", scale)]
+        front += [helper.make_node("Cast", [wname + "_s16"], [wname + "_s"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("DequantizeLinear", [wname + "_q", wname + "_s"], [wname], axis=axis)]
+        done.add(wname)
+        if len(node.input) > 2 and node.input[2] in inits:  # the bias (BatchNorm's shift folded in)
+            bname = node.input[2]
+            t = inits.pop(bname)
+            b = numpy_helper.to_array(t).astype(np.float16)
+            graph.initializer.remove(t)
+            consts.append((bname + "_16", b))
+            front.append(helper.make_node("Cast", [bname + "_16"], [bname], to=onnx.TensorProto.FLOAT))
+    graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in consts)
+    nodes = front + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _short_names(proto)
+    return proto
+
+
+def _short_names(proto) -> None:
+    """Rename every tensor but the graph's input and output to a base-36 counter; drop names and docs."""
+    graph = proto.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    new: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in new:
+            n, s = len(new), ""
+            while True:
+                n, r = divmod(n, 36)
+                s = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + s
+                if n == 0:
+                    break
+            new[name] = s
+        return new[name]
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+        t.doc_string = ""
+    for node in graph.node:
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+        node.name = ""
+        node.doc_string = ""
+    del graph.value_info[:]
+    graph.doc_string = ""
+    graph.name = "g"
+    proto.doc_string = ""
 
 
 def save_int8(ckpt: dict[str, Any], calib_images_float: torch.Tensor, path: str | os.PathLike) -> int:
@@ -283,69 +375,29 @@ def save_int8(ckpt: dict[str, Any], calib_images_float: torch.Tensor, path: str 
     return os.path.getsize(path)
 
 
-class Int8Model:
-    """An ONNX model run by ONNX Runtime on the CPU: ``model(x)`` maps float NCHW to logits.
-
-    Spinning of ORT's worker threads is off: on a small, shared machine (and next to PyTorch's own
-    OpenMP threads in the same process) spinning threads starve the ones doing work. Measured on the
-    2-vCPU VM under load, batch 64: median 3.2 ms without spinning vs 10.6 ms with it (same min).
+def save_int8w(ckpt: dict[str, Any], path: str | os.PathLike) -> int:
+    """Write the weight-only int8 ONNX artifact of a checkpoint dict atomically; returns bytes on disk.
 
     Args:
-        path: the ``.onnx`` file (input ``"input"``).
-        threads: intra-op threads.
+        ckpt: a checkpoint dict; its ``data["image_size"]`` fixes the exported input size.
+        path: destination ``.onnx`` file.
     """
+    import onnx
 
-    def __init__(self, path: str | os.PathLike, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: keep a predictor's stderr for its own messages
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own exception types for malformed files
-            raise ValueError(f"{self.path}: not a loadable ONNX model ({e})") from e
-        self.input_name = self.session.get_inputs()[0].name
-        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
-        self.meta: dict[str, Any] = json.loads(raw) if raw else {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().cpu().float().contiguous()
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
-
-    def eval(self) -> "Int8Model":  # so callers may treat it like an nn.Module in eval mode
-        return self
+    meta = artifact_meta(ckpt)
+    size = int(meta["data"]["image_size"])
+    with tempfile.TemporaryDirectory(prefix="shrink-int8w-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model_from_checkpoint(ckpt), torch.zeros(1, 3, size, size), fp32)
+        proto = weight_only_int8(onnx.load(str(fp32)))
+    _save_onnx(proto, path, {**meta, "kind": "int8w"})
+    return os.path.getsize(path)
 
 
-def quantize_torch_x86(model: nn.Module, calib_images_float: torch.Tensor) -> nn.Module:
-    """PyTorch's own int8 path (FX graph mode, x86 backend), kept to reproduce the comparison above.
+# ---------------------------------------------------------------- reading artifacts
 
-    The pipeline does not use it: ``torch.ao.quantization`` warns it is deprecated (to be replaced by
-    torchao) and its model cannot be saved as a plain ``weights_only`` file.
-    """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), get_default_qconfig_mapping("x86"),
-                              example_inputs=(calib_images_float[:1],))
-        with torch.no_grad():
-            for start in range(0, len(calib_images_float), 64):
-                prepared(calib_images_float[start : start + 64])
-        return convert_fx(prepared)
-
-
-# ---------------------------------------------------------------- generic loading
-
-def _load_pt(path: str | os.PathLike) -> dict[str, Any]:
+def read_pt(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``.pt`` artifact's dict (``weights_only=True``), or a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model artifact not found: {path}")
@@ -355,7 +407,8 @@ def _load_pt(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def _kind_of(obj: dict[str, Any]) -> str:
+def pt_kind(obj: dict[str, Any]) -> str:
+    """``fp32``, ``fp16`` or ``uint8`` of a ``read_pt`` dict."""
     if obj.get("format") == UINT8_FORMAT:
         return "uint8"
     if obj.get("format") == FP16_FORMAT or any(v.dtype == torch.float16 for v in obj["state_dict"].values()):
@@ -363,7 +416,8 @@ def _kind_of(obj: dict[str, Any]) -> str:
     return "fp32"
 
 
-def _torch_model(obj: dict[str, Any]) -> nn.Module:
+def torch_model(obj: dict[str, Any]) -> nn.Module:
+    """The float32 eval-mode network of a ``read_pt`` dict (uint8 dequantized, fp16 widened)."""
     if obj.get("format") == UINT8_FORMAT:
         if obj.get("version") != 1:
             raise ValueError(f"uint8 artifact version {obj.get('version')!r} is not supported (expected 1)")
@@ -372,159 +426,22 @@ def _torch_model(obj: dict[str, Any]) -> nn.Module:
     return model.float().eval()
 
 
+def onnx_kind(proto) -> str:
+    """``int8`` (activations quantized), ``int8w`` (weights only) or ``fp32``, from the meta or the graph."""
+    meta = next((json.loads(p.value) for p in proto.metadata_props if p.key == ONNX_META_KEY), {})
+    if meta.get("kind") in ("fp32", "int8", "int8w"):
+        return meta["kind"]
+    ops = {n.op_type for n in proto.graph.node}
+    return "int8" if "QuantizeLinear" in ops else "int8w" if "DequantizeLinear" in ops else "fp32"
+
+
 def artifact_kind(path: str | os.PathLike) -> str:
-    """One of ``ARTIFACT_KINDS``: ``.onnx`` files are ``"int8-onnx"``; ``.pt`` files are inspected."""
+    """One of ``ARTIFACT_KINDS``; ``.onnx`` files by their meta (or graph), ``.pt`` files by their content."""
     if Path(path).suffix.lower() == ".onnx":
-        return "int8-onnx"
-    return _kind_of(_load_pt(path))
+        import onnx
 
-
-def load_artifact(path: str | os.PathLike, threads: int = 2) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
-    """Load any model artifact for inference: ``(model, meta)``.
-
-    ``model(x)`` maps normalised float32 (N, 3, S, S) to logits (a float32 ``nn.Module`` in eval mode, or
-    an ``Int8Model``); ``meta`` has ``model``, ``model_kwargs``, ``num_classes``, ``data`` and ``kind``.
-
-    Args:
-        path: a uint8 / fp16 / fp32 ``.pt`` checkpoint or an int8 ``.onnx`` file.
-        threads: ONNX Runtime intra-op threads (torch models use torch's setting).
-    """
-    if Path(path).suffix.lower() == ".onnx":
-        model = Int8Model(path, threads=threads)
-        if not model.meta:
-            raise ValueError(f"{path}: ONNX model has no '{ONNX_META_KEY}' metadata (classes, normalisation)")
-        return model, {**model.meta, "kind": "int8-onnx"}
-    obj = _load_pt(path)
-    return _torch_model(obj), {**artifact_meta(obj), "kind": _kind_of(obj)}
-
-
-def _latency_ms(fn: Callable[[], Any], warmup: int = 10, repeats: int = 50) -> list[float]:
-    """Wall-clock milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
-# ---------------------------------------------------------------- benchmark (python -m shrink.quantize bench)
-
-def _bench_model(spec: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    torch.set_num_threads(spec["threads"])
-    if spec["kind"] == "onnx":
-        return Int8Model(spec["path"], threads=spec["threads"])
-    model = model_from_checkpoint(spec["path"])
-    if spec["kind"] == "fx":
-        model = quantize_torch_x86(model, torch.load(spec["calib"], weights_only=True))
-    return model
-
-
-def _bench_runner(spec: dict[str, Any]) -> Callable[[], Any]:
-    model = _bench_model(spec)
-    x = torch.load(spec["inputs"], weights_only=True)
-
-    def run() -> None:
-        with torch.inference_mode():
-            model(x)
-
-    return run
-
-
-def _bench_worker(conn, spec: dict[str, Any]) -> None:
-    run = _bench_runner(spec)
-    _latency_ms(run, warmup=10, repeats=0)
-    conn.send("ready")
-    while (n := conn.recv()) is not None:
-        conn.send(_latency_ms(run, warmup=0, repeats=n))
-
-
-def benchmark(specs: dict[str, dict[str, Any]], rounds: int = 30, calls: int = 10) -> dict[str, dict[str, float]]:
-    """Latency of several runners, each in its own process, interleaved round by round.
-
-    Interleaving makes load from other jobs on a shared machine hit every runner alike, and separate
-    processes keep one runtime's idle threads from competing with another's.
-    """
-    import multiprocessing as mp
-    import statistics
-
-    ctx = mp.get_context("spawn")
-    workers = {}
-    for name, spec in specs.items():
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_bench_worker, args=(child, spec), daemon=True)
-        proc.start()
-        workers[name] = (parent, proc)
-    for parent, _ in workers.values():
-        parent.recv()
-    times: dict[str, list[float]] = {name: [] for name in specs}
-    for _ in range(rounds):
-        for name, (parent, _) in workers.items():
-            parent.send(calls)
-            times[name] += parent.recv()
-    for parent, proc in workers.values():
-        parent.send(None)
-        proc.join()
-    return {name: {"min_ms": min(t), "median_ms": statistics.median(t)} for name, t in times.items()}
-
-
-def _bench_main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    from .checkpoint import load_checkpoint
-    from .data import load_split, normalizer
-
-    ap = argparse.ArgumentParser(prog="python -m shrink.quantize bench",
-                                 description="Compare fp32 and int8 CPU inference of a checkpoint.")
-    ap.add_argument("checkpoint", help="fp32 checkpoint (.pt)")
-    ap.add_argument("prepared", help="prepared data folder (calibration from train, accuracy on test)")
-    ap.add_argument("--calib", type=int, default=512, help="calibration images")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", type=int, nargs="+", default=[64, 1])
-    ap.add_argument("--rounds", type=int, default=30)
-    args = ap.parse_args(argv)
-
-    ckpt = load_checkpoint(args.checkpoint)
-    norm = normalizer(ckpt["data"])
-    train, test = load_split(args.prepared, "train"), load_split(args.prepared, "test")
-    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[: args.calib]
-    calib = norm(train.images[pick])
-    model = model_from_checkpoint(ckpt)
-    with tempfile.TemporaryDirectory(prefix="shrink-bench-") as tmp:
-        tmp = Path(tmp)
-        torch.save(calib, tmp / "calib.pt")
-        _export_onnx(model, calib[:1], tmp / "fp32.onnx")
-        for fmt in ("QDQ", "QOperator"):
-            export_int8(model, calib, tmp / f"int8_{fmt}.onnx", quant_format=fmt)
-        runners = {
-            "PyTorch fp32 eager": {"kind": "eager", "path": args.checkpoint},
-            "PyTorch x86 int8 (FX)": {"kind": "fx", "path": args.checkpoint, "calib": str(tmp / "calib.pt")},
-            "ONNX Runtime fp32": {"kind": "onnx", "path": str(tmp / "fp32.onnx")},
-            "ONNX Runtime int8 QDQ": {"kind": "onnx", "path": str(tmp / "int8_QDQ.onnx")},
-            "ONNX Runtime int8 QOperator": {"kind": "onnx", "path": str(tmp / "int8_QOperator.onnx")},
-        }
-        x_test, labels = norm(test.images), test.labels.long()
-        acc = {}
-        for name, spec in runners.items():
-            fn = _bench_model({**spec, "threads": args.threads})
-            with torch.inference_mode():
-                logits = torch.cat([fn(x_test[i : i + 512]) for i in range(0, len(x_test), 512)])
-            acc[name] = (logits.argmax(1) == labels).float().mean().item()
-        results = {}
-        for b in args.batches:
-            torch.save(x_test[:b].clone(), tmp / f"x{b}.pt")
-            specs = {n: {**s, "threads": args.threads, "inputs": str(tmp / f"x{b}.pt")} for n, s in runners.items()}
-            results[b] = benchmark(specs, rounds=args.rounds, calls=10 if b > 8 else 50)
-    for name in runners:
-        cols = "   ".join(f"b{b} {results[b][name]['min_ms']:7.3f} / {results[b][name]['median_ms']:7.3f} ms" for b in args.batches)
-        print(f"{name:30s} {cols}   acc {acc[name]:.4f}")
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] != ["bench"]:
-        raise SystemExit("usage: python -m shrink.quantize bench CHECKPOINT PREPARED [options]")
-    _bench_main(sys.argv[2:])
+        try:
+            return onnx_kind(onnx.load(str(path), load_external_data=False))
+        except Exception as e:  # protobuf errors: not an ONNX file
+            raise ValueError(f"{path}: not a loadable ONNX model ({e})") from e
+    return pt_kind(read_pt(path))

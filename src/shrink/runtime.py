@@ -1,0 +1,245 @@
+"""One measurement layer: load any artifact into one runtime interface, and one interleaved timer.
+
+``load_runtime(path)`` is the project's one artifact loader (evaluate, ``shrink bench`` and ``shrink predict``
+use it). Each kind runs where it runs best, and says so in ``Runtime.label``:
+
+=========  ==========================  ==========================================================
+kind       file                        runtime (label)
+=========  ==========================  ==========================================================
+fp32       ``<model>.pt``              PyTorch eager fp32
+fp32       ``*.onnx`` (``export_onnx``)  ORT fp32
+fp16       ``<model>.fp16.pt``         PyTorch eager fp32 (fp16 weights)
+uint8      ``<model>.uint8.pt``        PyTorch eager fp32 (uint8 weights), dequantized on load
+int8       ``<model>.int8.onnx``       ORT int8 QDQ
+int8w      ``<model>.int8w.onnx``      ORT fp32 (int8 weights): ``session.disable_quant_qdq = 1``
+=========  ==========================  ==========================================================
+
+``interleaved(calls, ...)`` is the one timer: threads fixed, warm-up, then ``repeats`` samples of each
+callable taken round-robin (the order rotates each round, so background load hits all alike and no
+callable always follows the same other one); a sample times enough back-to-back calls to last
+``min_time`` seconds. It reports min (the closest to an unloaded machine) and median (under the load
+of the moment) per callable, the load average before and after, and a warning when the machine was busy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Mapping
+
+import torch
+
+from .quantize import ONNX_META_KEY, artifact_meta, export_onnx, onnx_kind, pt_kind, read_pt, torch_model
+
+LABELS = {
+    ("fp32", "torch"): "PyTorch eager fp32",
+    ("fp16", "torch"): "PyTorch eager fp32 (fp16 weights)",
+    ("uint8", "torch"): "PyTorch eager fp32 (uint8 weights)",
+    ("fp32", "ort"): "ORT fp32",
+    ("int8", "ort"): "ORT int8 QDQ",
+    ("int8w", "ort"): "ORT fp32 (int8 weights)",
+}
+
+
+class OrtModel:
+    """An ONNX file run by ONNX Runtime on the CPU: ``model(x)`` maps float NCHW to float logits.
+
+    Spinning of ORT's worker threads is off: on a small, shared machine (and next to PyTorch's own
+    OpenMP threads in the same process) spinning threads starve the ones doing work (measured on the
+    2-vCPU VM under load, batch 64: median 3.2 ms without spinning vs 10.6 ms with it, same min).
+
+    Args:
+        path: the ``.onnx`` file (input ``"input"``).
+        threads: intra-op threads.
+        fold_weights: set ``session.disable_quant_qdq = 1``, so ORT constant-folds weight-only
+            ``DequantizeLinear`` nodes into fp32 weights (the int8w kind) instead of running them.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 2, fold_weights: bool = False) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: keep a predictor's stderr for its own messages
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if fold_weights:
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
+        self.options, self.fold_weights = opts, fold_weights
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types for malformed files
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({e})") from e
+        self.input_name = self.session.get_inputs()[0].name
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+        self.meta: dict[str, Any] = json.loads(raw) if raw else {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().cpu().float().contiguous()
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+
+
+@dataclass
+class Runtime:
+    """A loaded artifact: ``runtime(x)`` maps normalised float32 (N, 3, S, S) to logits, without grad.
+
+    Attributes:
+        path: the file it came from.
+        kind: ``fp32 | fp16 | uint8 | int8 | int8w``.
+        label: which runtime runs it, e.g. ``"ORT fp32 (int8 weights)"``.
+        meta: ``model``, ``model_kwargs``, ``num_classes``, ``data`` (classes, mean, std, image_size).
+        bytes: the file's size on disk.
+    """
+
+    path: Path
+    kind: str
+    label: str
+    meta: dict[str, Any]
+    bytes: int
+    model: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(x)
+
+
+def load_runtime(path: str | os.PathLike, threads: int = 2) -> Runtime:
+    """Load any model artifact for inference (the project's one loader).
+
+    Args:
+        path: an fp32 / fp16 / uint8 ``.pt`` file, or an fp32 / int8 / int8w ``.onnx`` file.
+        threads: ONNX Runtime intra-op threads (PyTorch uses ``torch.set_num_threads``; ``interleaved``
+            sets it).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        if not path.is_file():
+            raise FileNotFoundError(f"model artifact not found: {path}")
+        try:
+            kind = onnx_kind(onnx.load(str(path), load_external_data=False))
+        except Exception as e:  # protobuf errors: not an ONNX file
+            raise ValueError(f"{path}: not a loadable ONNX model ({e})") from e
+        model = OrtModel(path, threads=threads, fold_weights=kind == "int8w")
+        if not model.meta:
+            raise ValueError(f"{path}: ONNX model has no '{ONNX_META_KEY}' metadata (classes, normalisation)")
+        meta = {k: v for k, v in model.meta.items() if k != "kind"}
+        return Runtime(path, kind, LABELS[(kind, "ort")], meta, path.stat().st_size, model)
+    obj = read_pt(path)
+    kind = pt_kind(obj)
+    return Runtime(path, kind, LABELS[(kind, "torch")], artifact_meta(obj), path.stat().st_size, torch_model(obj))
+
+
+def ort_fp32(checkpoint: str | os.PathLike, folder: str | os.PathLike, threads: int = 2) -> Runtime:
+    """The fp32 checkpoint exported to ONNX (``folder/<stem>.fp32.onnx``) and run by ORT fp32: what changing
+    runtime alone buys, the reference every compression step is compared with."""
+    obj = read_pt(checkpoint)
+    meta = artifact_meta(obj)
+    size = int(meta["data"]["image_size"])
+    out = Path(folder) / f"{Path(checkpoint).stem}.fp32.onnx"
+    export_onnx(torch_model(obj), torch.zeros(1, 3, size, size), out, meta={**meta, "kind": "fp32"})
+    return load_runtime(out, threads=threads)
+
+
+# ---------------------------------------------------------------- the timer
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def busy_warnings(threads: int, load: float | None = None, cores: int | None = None) -> list[str]:
+    """A warning when other processes already keep the cores busy: with every core taken, a thread of a
+    multi-threaded kernel gets preempted and the others wait for it at each barrier (PyTorch's OpenMP pool
+    suffers much more than ONNX Runtime's), so multi-threaded ratios are distorted, not just noisy."""
+    if load is None:
+        load = load_average()
+        if load is None:
+            return []
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > 1 and load + threads > cores + 0.5:
+        return [f"the machine was busy (load average {load:.2f} on {cores} cores) and the timings use "
+                f"{threads} threads: PyTorch's multi-threaded figures can be several times too slow; "
+                f"rerun on a quiet machine, or with 1 thread for a fair comparison on a busy one."]
+    return []
+
+
+@dataclass
+class Timing:
+    """What ``interleaved`` measured: seconds per call, per key, plus the machine's state."""
+
+    times: dict[Any, list[float]]
+    threads: int
+    repeats: int
+    load_before: float | None
+    load_after: float | None
+    warnings: list[str]
+
+    def min_ms(self, key: Hashable) -> float:
+        return min(self.times[key]) * 1e3
+
+    def median_ms(self, key: Hashable) -> float:
+        return statistics.median(self.times[key]) * 1e3
+
+    def setup(self) -> dict[str, Any]:
+        return {"threads": self.threads, "repeats": self.repeats, "load_before": self.load_before,
+                "load_after": self.load_after, "warnings": self.warnings}
+
+
+def interleaved(calls: Mapping[Hashable, Callable[[], Any]], repeats: int, *, threads: int, warmup: int = 3,
+                min_time: float = 0.0, progress: Callable[[int], None] | None = None) -> Timing:
+    """Time each callable: ``warmup`` untimed calls, then ``repeats`` samples each, round-robin.
+
+    Args:
+        calls: key -> a callable doing one unit of work (e.g. a forward pass of one batch).
+        repeats: samples per callable (>= 1).
+        threads: ``torch.set_num_threads`` for the whole measurement (ORT sessions fix theirs at load).
+        warmup: untimed calls of each callable first.
+        min_time: a sample repeats its call until it lasts about this long (0: one call per sample).
+        progress: called with the round number after each round (e.g. a progress bar's update).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    torch.set_num_threads(threads)
+    load_before = load_average()
+    warnings = busy_warnings(threads, load_before)
+    inner = {}
+    for key, call in calls.items():
+        for _ in range(warmup):
+            call()
+        n = 1
+        if min_time > 0:
+            t0 = time.perf_counter()
+            call()
+            n = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
+        inner[key] = n
+    keys = list(calls)
+    times: dict[Any, list[float]] = {k: [] for k in keys}
+    for r in range(repeats):
+        shift = r % len(keys) if keys else 0
+        for key in keys[shift:] + keys[:shift]:
+            call, n = calls[key], inner[key]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                call()
+            times[key].append((time.perf_counter() - t0) / n)
+        if progress is not None:
+            progress(r + 1)
+    load_after = load_average()
+    if not warnings and load_after is not None:
+        warnings = busy_warnings(threads, load_after)
+    return Timing(times, threads, repeats, load_before, load_after, warnings)
+

@@ -1,0 +1,143 @@
+"""The measurement layer (shrink.runtime), the shipping rule and the evaluate stage's outputs (no timing asserted)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from shrink.evaluate import EvaluateParams, choose_shipped, predictions_csv, submission_id
+from shrink.models import StudentNet
+from shrink.quantize import export_onnx
+from shrink.runtime import OrtModel, busy_warnings, interleaved, load_runtime
+
+from conftest import ROOT
+
+# ---------------------------------------------------------------- runtime
+
+
+def test_interleaved_round_robin_order_counts_and_machine_state():
+    order = []
+    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    timing = interleaved(calls, repeats=4, threads=1, warmup=1, min_time=0.0)
+    assert {k: len(v) for k, v in timing.times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert order[3:] == list("abc" "bca" "cab" "abc")  # after one warm-up call each; the order rotates
+    assert timing.min_ms("a") <= timing.median_ms("a")
+    setup = timing.setup()
+    assert setup["threads"] == 1 and setup["repeats"] == 4 and "load_before" in setup and "load_after" in setup
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    with pytest.raises(ValueError, match="repeats"):
+        interleaved(calls, repeats=0, threads=1)
+
+
+def test_busy_warning():
+    assert busy_warnings(2, load=0.1, cores=2) == []
+    assert busy_warnings(1, load=3.0, cores=2) == []
+    assert "busy" in busy_warnings(2, load=2.0, cores=2)[0]
+
+
+def test_fp32_onnx_export_runs_in_ort_like_torch(tmp_path):
+    torch.manual_seed(0)
+    model = StudentNet(num_classes=4).eval()
+    meta = {"model": "student", "model_kwargs": {"widths": model.widths}, "num_classes": 4,
+            "data": {"classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}}
+    export_onnx(model, torch.zeros(1, 3, 16, 16), tmp_path / "s.onnx", meta={**meta, "kind": "fp32"})
+    run = load_runtime(tmp_path / "s.onnx", threads=1)
+    assert run.kind == "fp32" and run.label == "ORT fp32" and run.meta == meta
+    assert not run.model.fold_weights
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 16, 16)
+        torch.testing.assert_close(run(x), model(x).detach(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="metadata"):  # an ONNX file without our meta is refused by name
+        export_onnx(model, torch.zeros(1, 3, 16, 16), tmp_path / "bare.onnx")
+        load_runtime(tmp_path / "bare.onnx")
+    assert isinstance(OrtModel(tmp_path / "bare.onnx").meta, dict)
+
+
+# ---------------------------------------------------------------- params and the shipping rule
+
+
+@pytest.mark.parametrize("kw, key", [({"ship": "int4"}, "evaluate.ship"), ({"repeats": 0}, "evaluate.repeats"),
+                                     ({"threads": 0}, "evaluate.threads"), ({"warmup": -1}, "evaluate.warmup"),
+                                     ({"batch_sizes": []}, "evaluate.batch_sizes"),
+                                     ({"max_drop": -1.0}, "evaluate.max_drop")])
+def test_evaluate_params_name_the_bad_key(kw, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        EvaluateParams(**kw)
+    assert EvaluateParams().ship == "auto" and EvaluateParams(ship="int8w").ship == "int8w"
+
+
+def test_invalid_ship_fails_before_evaluate_writes_anything(tmp_path):
+    """Issue 12 item 6: a bad evaluate.ship is an error naming the key, and no output is touched."""
+    (tmp_path / "params.yaml").write_text("evaluate:\n  ship: fastest\n")
+    outs = {"--metrics": "m/evaluate.json", "--latency": "m/latency.json", "--plots": "plots",
+            "--report": "report.md", "--predictions": "predictions.csv"}
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--params", "params.yaml",
+                           "--data", "no-data", "--models", "no-models",
+                           *[x for kv in outs.items() for x in kv]],
+                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"),
+                                                                              "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0
+    assert "evaluate.ship" in proc.stderr and "StopIteration" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def _rows(sizes: dict[str, int], accs: dict[str, float], mins: dict[str, tuple[float, float]]):
+    ev = {"prune_5": {"test_acc": 0.90, "bytes": 800_000}}
+    ev |= {f"prune_5.{k}": {"test_acc": accs[k], "bytes": sizes[k]} for k in sizes}
+    lat = {n: {"min_b1_ms": b1, "min_b64_ms": b64, "latency_b1_ms": b1 * 1.02, "latency_b64_ms": b64 * 1.02}
+           for n, (b1, b64) in mins.items()}
+    return ev, lat
+
+
+SIZES = {"int8w": 185_000, "int8": 230_000, "uint8": 180_000, "fp16": 400_000}
+ACCS = {"int8w": 0.899, "int8": 0.897, "uint8": 0.898, "fp16": 0.90}
+MINS = {"prune_5": (1.0, 9.0), "prune_5.ort": (0.10, 1.30), "prune_5.int8w": (0.104, 1.35),
+        "prune_5.int8": (0.12, 2.5), "prune_5.uint8": (1.0, 9.0), "prune_5.fp16": (1.0, 9.0)}
+
+
+def test_ship_rule_smallest_of_the_accurate_and_fast():
+    ev, lat = _rows(SIZES, ACCS, MINS)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8w"  # uint8 is smaller but runs ~7x slower (eager)
+    assert rule.startswith("auto:") and "0.5 points" in rule
+    assert verdicts["prune_5.uint8"]["accurate"] and not verdicts["prune_5.uint8"]["fast"]
+    assert verdicts["prune_5.int8w"]["fast"] and verdicts["prune_5.int8w"]["b64_vs_fastest"] == pytest.approx(1.35 / 1.3, abs=1e-3)
+    # int8w too inaccurate: nothing both accurate and fast -> the fastest accurate one
+    ev, lat = _rows(SIZES, {**ACCS, "int8w": 0.88}, MINS)
+    name, rule, _ = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8" and "fallback" in rule
+    # if uint8 were fast, it would ship: the smallest file wins among the candidates
+    ev, lat = _rows(SIZES, ACCS, {**MINS, "prune_5.uint8": (0.1, 1.3)})
+    assert choose_shipped(ev, lat, "prune_5", EvaluateParams())[0] == "prune_5.uint8"
+    # a busy machine: the fastest runtime's samples spread by 50 %, so int8w at 1.4x its min is not told apart
+    ev, lat = _rows(SIZES, ACCS, {**MINS, "prune_5.int8w": (0.14, 1.82)})
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert not verdicts["prune_5.int8w"]["fast"] and "fallback" in rule
+    lat["prune_5.ort"].update(latency_b1_ms=0.15, latency_b64_ms=1.95)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8w" and rule.startswith("auto:") and verdicts["prune_5.int8w"]["b64_band"] == pytest.approx(1.5)
+    # none accurate: the most accurate
+    ev, lat = _rows(SIZES, {k: 0.5 for k in ACCS} | {"int8": 0.6}, MINS)
+    assert choose_shipped(ev, lat, "prune_5", EvaluateParams())[0] == "prune_5.int8"
+    # forced
+    ev, lat = _rows(SIZES, ACCS, MINS)
+    name, rule, _ = choose_shipped(ev, lat, "prune_5", EvaluateParams(ship="uint8"))
+    assert name == "prune_5.uint8" and rule == "forced: evaluate.ship = uint8"
+
+
+# ---------------------------------------------------------------- predictions.csv
+
+
+def test_predictions_csv_ids_are_course_indices_and_quoted():
+    """Issue 12 items 10 and 12: the csv module quotes what needs it; Id is the integer index (0000 -> 0)."""
+    assert submission_id("0000") == "0" and submission_id("0123") == "123" and submission_id("img_7") == "img_7"
+    text = predictions_csv(["0000", "0001", "a,b", 'say "hi"\nthere'], torch.tensor([3, 1, 4, 0]))
+    assert text.splitlines()[:3] == ["Id,Category", "0,3", "1,1"]
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows == [["Id", "Category"], ["0", "3"], ["1", "1"], ["a,b", "4"], ['say "hi"\nthere', "0"]]
