@@ -1,4 +1,7 @@
 """quantize: fp16, the course's uint8 min-max file, int8 ONNX (QDQ) and weight-only int8 ONNX of one checkpoint."""
+from shrink.config import exit_on_user_errors
+
+exit_on_user_errors("quantize")  # user faults: one `quantize: error: ...` line, no traceback
 import argparse
 import os
 
