@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from shrink.config import ParamsError, from_dict
 from shrink.evaluate import EvaluateParams, choose_shipped, predictions_csv, submission_id
 from shrink.models import StudentNet
 from shrink.quantize import export_onnx
@@ -67,8 +68,8 @@ def test_fp32_onnx_export_runs_in_ort_like_torch(tmp_path):
                                      ({"batch_sizes": []}, "evaluate.batch_sizes"),
                                      ({"max_drop": -1.0}, "evaluate.max_drop")])
 def test_evaluate_params_name_the_bad_key(kw, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        EvaluateParams(**kw)
+    with pytest.raises(ParamsError, match=r"params\.yaml: " + key.replace(".", r"\.") + ": must be"):
+        from_dict(EvaluateParams, kw, "evaluate")
     assert EvaluateParams().ship == "auto" and EvaluateParams(ship="int8w").ship == "int8w"
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import state_dict_bytes
+from .config import FieldError
 from .data import Split, normalizer
 from .models import count_params
 from .quantize import ARTIFACT_FILES
@@ -65,15 +66,16 @@ class EvaluateParams:
     max_drop: float = 0.5  # points of test accuracy an artifact may lose against its fp32 parent to ship
 
     def __post_init__(self) -> None:
+        # FieldError: load_params reports it as `params.yaml: evaluate.<field>: <message>`
         if self.ship not in ("auto", *SHIP_KINDS):
-            raise ValueError(f"evaluate.ship must be one of auto, {', '.join(SHIP_KINDS)}; got {self.ship!r}")
+            raise FieldError("ship", f"must be one of auto, {', '.join(SHIP_KINDS)}; got {self.ship!r}")
         for key, low in (("threads", 1), ("repeats", 1), ("warmup", 0)):
             if getattr(self, key) < low:
-                raise ValueError(f"evaluate.{key} must be >= {low}, got {getattr(self, key)}")
+                raise FieldError(key, f"must be >= {low}, got {getattr(self, key)}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ValueError(f"evaluate.batch_sizes must be a non-empty list of sizes >= 1, got {self.batch_sizes}")
+            raise FieldError("batch_sizes", f"must be a non-empty list of sizes >= 1, got {self.batch_sizes}")
         if not 0 <= self.max_drop <= 100:
-            raise ValueError(f"evaluate.max_drop must be between 0 and 100 (points), got {self.max_drop}")
+            raise FieldError("max_drop", f"must be between 0 and 100 (points), got {self.max_drop}")
 
 
 @dataclass
