@@ -115,3 +115,39 @@ def test_shards_cover_every_sample_once_and_last_batch_feeds_every_rank():
     assert starts == [0, 64]
     assert batch_starts(132, 64, world=2) == [0, 64, 128]
     assert batch_starts(129, 64) == [0, 64]  # one process: only a single last sample joins
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cached_teacher_logits_are_what_the_teacher_computes_per_view(channels_last):
+    """Distillation's teacher cache (computed once per view, shared across ranks) gives the loss a fresh
+    teacher forward pass would: the same logits up to float rounding, for plain and mirrored views."""
+    from shrink.config import TrainParams
+    from shrink.data import Split
+    from shrink.distill import kd_loss, make_kd_loss
+    from shrink.distributed import SINGLE
+    from shrink.models import build_model, student_widths
+    from shrink.train import augment
+
+    torch.manual_seed(0)
+    teacher = build_model("student", 5, widths=student_widths(8, 1.0))
+    teacher.train()  # make_kd_loss must put it in eval mode, or the cache would not be exact
+    data = Split(torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 5, (40,)))
+    norm = lambda x: (x.float() - 128) / 64  # noqa: E731
+    cfg = TrainParams(crop_padding=0, flip=True, channels_last=channels_last, eval_batch_size=16)
+    loss_fn = make_kd_loss(teacher, 2.0, 0.5)
+    loss_fn.prepare(data, norm, cfg, SINGLE)
+    assert loss_fn.table.shape == (40, 2, 5)
+    idx = torch.tensor([3, 17, 17, 39, 0, 8])
+    flipped: list = []
+    x = norm(augment(data.images[idx], 0, True, torch.Generator().manual_seed(4), flipped=flipped))
+    assert flipped[0].any() and not flipped[0].all()
+    with torch.no_grad():
+        fresh = teacher(x)
+    cached = loss_fn.table[idx, flipped[0].long()]
+    assert torch.allclose(cached, fresh, atol=1e-4), (cached - fresh).abs().max()
+    student_logits, y = torch.randn(6, 5), data.labels[idx]
+    assert torch.allclose(loss_fn(student_logits, y, x, views=(idx, flipped[0])),
+                          kd_loss(student_logits, fresh, y, 2.0, 0.5), atol=1e-5)
+    # with random crops the views do not repeat: no cache, the teacher runs on every batch
+    loss_fn.prepare(data, norm, TrainParams(crop_padding=2, flip=True), SINGLE)
+    assert loss_fn.table is None
