@@ -93,6 +93,7 @@ def test_only_rank0_writes(runs, stage):
 @pytest.mark.parametrize("stage", ["student", "distill"])
 def test_two_processes_match_one_within_tolerance(runs, stage):
     two, one = runs["two"][stage], runs["one"][stage]
+    print(stage, {k: (two[k], one[k]) for k in ("train_loss", "val_loss", "val_acc", "test_acc")})  # shown by -rA
     for k in ("train_loss", "val_loss"):
         assert abs(two[k] - one[k]) <= LOSS_TOL, (k, two[k], one[k])
     for k in ("val_acc", "test_acc"):
