@@ -7,19 +7,21 @@ with stage_errors("distill"):
     from shrink.data import load_meta
     from shrink.distill import make_kd_loss
     from shrink.models import build_model, student_widths
+    from shrink.distributed import relaunch
     from shrink.pipeline import as_params, run_training, stage_args
     from shrink.prune import bn_l1_hook
-    from shrink.train import seed_everything, select_device
+    from shrink.train import seed_everything
 
     args = stage_args(__doc__, lambda ap: ap.add_argument("--teacher", required=True, help="teacher checkpoint"))
     params = load_params(args.params)  # the whole file is checked before any work
     arch, p = section(params, "student_net", StudentArchParams), section(params, "distill", DistillParams)
     slim, seed = section(params, "slim", SlimParams), seed_of(params)
+    relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     meta = load_meta(args.data)
     ckpt = load_checkpoint(args.teacher)
     check_classes(ckpt, meta["classes"], args.teacher)
-    teacher = model_from_checkpoint(ckpt).to(select_device())
+    teacher = model_from_checkpoint(ckpt)  # KDLoss.prepare moves it to the training device
     kwargs = {"widths": student_widths(arch.base, arch.width_mult)}
     model = build_model("student", len(meta["classes"]), **kwargs)
     run_training(model, name="student", model_kwargs=kwargs, cfg=p.train, seed=seed,

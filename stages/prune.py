@@ -8,9 +8,10 @@ from shrink.checkpoint import load_checkpoint, model_from_checkpoint
 from shrink.config import FinetuneParams, SlimParams, from_dict, load_params, section, seed_of
 from shrink.data import load_meta, load_split, normalizer
 from shrink.distill import make_kd_loss
+from shrink.distributed import relaunch
 from shrink.pipeline import as_params, run_training, stage_args
 from shrink.prune import PruneParams, RoundParams, bn_l1_hook, keep_as_lists, slim
-from shrink.train import evaluate, seed_everything, select_device
+from shrink.train import evaluate, seed_everything
 
 
 def extra(ap):
@@ -28,6 +29,7 @@ if args.round not in (pp.get("rounds") or {}):
     raise SystemExit(f"prune: error: params.yaml: prune.rounds.{args.round}: no such round")
 rnd = from_dict(RoundParams, pp["rounds"][args.round], f"prune.rounds.{args.round}")
 slim_p, seed = section(params, "slim", SlimParams), seed_of(params)
+relaunch(ft.train.nproc)  # nproc > 1: this command again, under torchrun
 seed_everything(seed)
 
 parent = load_checkpoint(args.parent)
@@ -38,7 +40,7 @@ _, cut_acc = evaluate(model, load_split(args.data, "val"), normalizer(meta))
 
 loss_fn = None
 if ft.distill:
-    loss_fn = make_kd_loss(model_from_checkpoint(args.teacher).to(select_device()), ft.temperature, ft.alpha)
+    loss_fn = make_kd_loss(model_from_checkpoint(args.teacher), ft.temperature, ft.alpha)
 run_training(
     model, name="student", model_kwargs={"widths": model.widths}, cfg=dataclasses.replace(ft.train, epochs=rnd.epochs),
     seed=seed, resolved=as_params(seed=seed, prune=cfg, finetune=ft, round=rnd, slim=slim_p),

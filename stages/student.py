@@ -5,12 +5,14 @@ with stage_errors("student"):
     from shrink.config import StudentArchParams, StudentParams, load_params, section, seed_of
     from shrink.data import load_meta
     from shrink.models import build_model, student_widths
+    from shrink.distributed import relaunch
     from shrink.pipeline import as_params, run_training, stage_args
     from shrink.train import seed_everything
 
     args = stage_args(__doc__)
     params = load_params(args.params)  # the whole file is checked before any work
     arch, p, seed = section(params, "student_net", StudentArchParams), section(params, "student", StudentParams), seed_of(params)
+    relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     kwargs = {"widths": student_widths(arch.base, arch.width_mult)}
     model = build_model("student", len(load_meta(args.data)["classes"]), **kwargs)

@@ -18,6 +18,7 @@ from .config import TrainParams
 from .data import data_meta, load_meta, load_split, normalizer
 from .io import write_json, write_text
 from .models import count_params
+from .distributed import context, finish, write_rank_hash
 from .train import evaluate, fit, select_device
 
 
@@ -66,6 +67,9 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, evaluate on test, write checkpoint + summary + metrics; returns the metrics.
 
+    Under torchrun (``cfg.nproc`` > 1) every rank trains and evaluates its part, and only rank 0
+    writes; the other ranks return the same metrics without writing anything.
+
     Args:
         model: the network to train.
         name, model_kwargs: registry name and constructor arguments, saved to rebuild it.
@@ -83,12 +87,16 @@ def run_training(
     t0 = time.perf_counter()
     meta = load_meta(data_dir)
     train, val, test = (load_split(data_dir, s) for s in ("train", "val", "test"))
+    ctx = context(select_device(cfg.device))
     result = fit(model, train, val, meta, cfg, seed=seed, loss_fn=loss_fn, after_backward=after_backward,
-                 live_dir=live_dir, desc=desc)
-    device = select_device()
-    model = result.model.to(device)
-    _, test_acc = evaluate(model, test, normalizer(meta, device), cfg.eval_batch_size, device)
+                 live_dir=live_dir, desc=desc, ctx=ctx)
+    model = result.model.to(ctx.device)
+    _, test_acc = evaluate(model, test, normalizer(meta, ctx.device), cfg.eval_batch_size, ctx.device, ctx)
     model.cpu()
+    write_rank_hash(model, ctx)
+    if not ctx.is_writer:
+        finish(ctx)
+        return {"val_acc": round(result.best_val_acc, 6), "test_acc": round(test_acc, 6)}
     out = Path(out)
     save_checkpoint(out, model, name=name, model_kwargs=model_kwargs, num_classes=len(meta["classes"]),
                     data_meta=data_meta(meta), params=resolved, extra=extra_ckpt)
@@ -100,10 +108,12 @@ def run_training(
         "fp32_bytes": state_dict_bytes(model),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
+        "processes": ctx.world,
         **(extra_metrics or {}),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(metrics, metrics_path)
+    finish(ctx)  # the other ranks wait here until every output is written
     print(f"{desc}: val acc {metrics['val_acc']:.4f}  test acc {metrics['test_acc']:.4f}  "
           f"params {metrics['params']:,}  fp32 {metrics['fp32_bytes']:,} B  {metrics['wall_seconds']} s")
     return metrics

@@ -2,8 +2,18 @@
 
 The differences plug in: ``loss_fn(logits, labels, inputs)`` (distillation passes a KD loss that
 runs the frozen teacher on the same augmented batch) and ``after_backward(model)`` (Network
-Slimming's L1 on BatchNorm gammas). Data are the prepared uint8 tensors; augmentation (random
-crop with padding, horizontal flip) runs on whole batches as tensor ops.
+Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ctx)`` method is
+"view-aware": ``fit`` calls ``prepare`` once, and each step passes ``views=(indices, flipped)`` too,
+so it can look up what it precomputed (distillation's cached teacher logits). Data are the prepared
+uint8 tensors; augmentation (random crop with padding, horizontal flip) runs on whole batches as
+tensor ops, on the training device.
+
+Several processes (``cfg.nproc`` > 1, started by torchrun: ``distributed.py``): every rank draws the
+same global batch order and augmentation from the same seed and trains on its contiguous part of
+each global batch, so the optimiser sees the gradient of the whole global batch and the schedule has
+the step count of one process. BatchNorm: SyncBatchNorm on CUDA; on the CPU (where PyTorch has no
+SyncBatchNorm) each rank normalises with its own part's statistics and DDP broadcasts rank 0's
+running statistics at every forward, so all ranks hold the same buffers.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from tqdm import tqdm
 
 from .config import TrainParams
 from .data import Split, normalizer
+from .distributed import SINGLE, Dist, all_sum, context, revert_sync_batchnorm, shard, sync_buffers
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module], None]
@@ -40,27 +51,59 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def select_device(name: str | None = None) -> torch.device:
-    """``SHRINK_DEVICE`` or ``name`` if given, else CUDA when present, else the CPU."""
-    name = name or os.environ.get("SHRINK_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``SHRINK_DEVICE`` if set, else ``name`` unless it is ``auto``/None, else CUDA when present, else the CPU."""
+    name = os.environ.get("SHRINK_DEVICE") or (name if name not in (None, "auto") else None)
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .config import ParamsError
+
+        raise ParamsError(f"train.device: {name!r} asked for, but torch sees no CUDA device (use auto or cpu)")
     return torch.device(name)
 
 
-def augment(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per sample, on a uint8 or float batch."""
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for training on ``device``: bf16 where the GPU supports it, else fp16 (with a
+    GradScaler); None on the CPU, where bf16 was measured 0.90x for StudentNet at 28 px."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def augment(
+    x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator, total: int | None = None, part: slice = slice(None),
+    flipped: list | None = None,
+) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per sample, on a uint8 or float batch.
+
+    Args:
+        x: the batch, or with ``total``, the ``part`` of a batch of ``total`` samples: the random draws
+            are those of the whole batch (so every rank of a distributed run draws what one process would).
+        flipped: when given, receives the boolean flip mask of ``x`` (for view-aware losses).
+    """
     n, _, h, w = x.shape
+    total = n if total is None else total
     if padding > 0:
         padded = F.pad(x, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (n, 1), generator=gen)
-        ox = torch.randint(0, 2 * padding + 1, (n, 1), generator=gen)
+        oy = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen)[part]
+        ox = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen)[part]
         rows = (oy + torch.arange(h)).to(x.device)  # (n, h)
         cols = (ox + torch.arange(w)).to(x.device)  # (n, w)
         b = torch.arange(n, device=x.device)[:, None, None]
         # advanced indexing gathers each sample's own window: result (n, h, w, c)
         x = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    mask = (torch.rand(total, generator=gen) < 0.5)[part] if flip else torch.zeros(n, dtype=torch.bool)
     if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+    if flipped is not None:
+        flipped.append(mask)
     return x.contiguous()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy; on CUDA through pinned memory, so the copy is asynchronous."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x
 
 
 def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
@@ -75,12 +118,14 @@ def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
     raise ValueError(f"params.yaml: train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
 
 
-def batch_starts(n: int, batch_size: int) -> list[int]:
+def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
     """Start of each training batch over ``n`` samples. A last batch of ONE sample joins the previous
     batch: BatchNorm cannot normalise a single sample whose features are 1x1 (ResNet18's last stage on
-    small images), and one sample is too noisy a step anyway. A split smaller than a batch is one batch."""
+    small images), and one sample is too noisy a step anyway. A split smaller than a batch is one batch.
+    With ``world`` processes the same holds per process: a last batch of fewer than ``2 * world``
+    samples joins the previous one (so every rank gets at least two)."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if len(starts) > 1 and n - starts[-1] < 2 * world:
         starts.pop()
     return starts
 
@@ -116,65 +161,91 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     device: torch.device = torch.device("cpu"),
     desc: str = "train",
+    ctx: Dist = SINGLE,
 ) -> tuple[float, float]:
-    """One pass over ``data`` in a seeded random order; returns (mean loss, accuracy)."""
+    """One pass over ``data`` in a seeded random order; returns (mean loss, accuracy) over the whole split.
+
+    With ``ctx.world`` > 1, ``model`` is the DDP-wrapped network and this rank trains on its part of each
+    global batch; ``after_backward`` then receives the inner module.
+    """
     model.train()
+    inner = getattr(model, "module", model)
     n = len(data.labels)
     order = torch.randperm(n, generator=gen)
     total_loss = torch.zeros((), device=device)
     total_hit = torch.zeros((), device=device, dtype=torch.long)
-    use_amp = device.type == "cuda"
-    starts = batch_starts(n, cfg.batch_size)
-    bar = tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=1.0)
+    dtype = amp_dtype(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    views_wanted = hasattr(loss_fn, "prepare")
+    starts = batch_starts(n, cfg.batch_size, ctx.world)
+    bar = tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not ctx.is_writer)
     for k, start in enumerate(bar):
-        idx = order[start : starts[k + 1] if k + 1 < len(starts) else n]
-        x = augment(data.images[idx], cfg.crop_padding, cfg.flip, gen)
-        x = norm(x)
+        glob = order[start : starts[k + 1] if k + 1 < len(starts) else n]
+        part = shard(len(glob), ctx)
+        idx = glob[part]
+        flipped: list = []
+        # augmentation runs on the device, after one (pinned, asynchronous) copy of the uint8 batch
+        x = augment(to_device(data.images[idx], device), cfg.crop_padding, cfg.flip, gen, len(glob), part, flipped)
+        x = norm(x).contiguous(memory_format=memory_format)
         y = data.labels[idx].to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
-            loss = loss_fn(logits, y, x)
+            loss = loss_fn(logits, y, x, views=(idx, flipped[0])) if views_wanted else loss_fn(logits, y, x)
+        # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
+        # makes that average the gradient of the global batch's mean loss even when the parts differ in size
+        step_loss = loss * (len(idx) * ctx.world / len(glob)) if ctx.on else loss
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and use_amp:
-            scaler.scale(loss).backward()
+        if scaler is not None:
+            scaler.scale(step_loss).backward()
             scaler.unscale_(optimizer)  # hooks see true gradients
             if after_backward is not None:
-                after_backward(model)
+                after_backward(inner)
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
+            step_loss.backward()
             if after_backward is not None:
-                after_backward(model)
+                after_backward(inner)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
         # accumulate on device: .item() here would be a sync point every step on a GPU
-        total_loss += loss.detach() * len(idx)
+        total_loss += loss.detach().float() * len(idx)
         total_hit += (logits.argmax(1) == y).sum()
-    return total_loss.item() / n, total_hit.item() / n
+    loss_sum, hits = all_sum([total_loss.item(), float(total_hit.item())], ctx)
+    return loss_sum / n, hits / n
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu")
+    model: nn.Module, images: torch.Tensor, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu"),
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Logits of ``model`` (eval mode) for uint8 images, on the CPU."""
     model.eval()
+    dtype = amp_dtype(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = []
     for start in range(0, len(images), batch_size):
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out.append(model(norm(images[start : start + batch_size])).float().cpu())
+        x = norm(to_device(images[start : start + batch_size], device)).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
 def evaluate(
-    model: nn.Module, data: Split, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu")
+    model: nn.Module, data: Split, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu"),
+    ctx: Dist = SINGLE, channels_last: bool = False,
 ) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) of ``model`` on a labelled split."""
-    logits = predict_logits(model, data.images, norm, batch_size, device)
-    labels = data.labels.long()
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    """(cross-entropy loss, accuracy) of ``model`` on a whole labelled split; with several ranks each
+    predicts its part and the sums are added up, so every rank returns the figures of the full split."""
+    part = shard(len(data.labels), ctx)
+    logits = predict_logits(model, data.images[part], norm, batch_size, device, channels_last)
+    labels = data.labels[part].long()
+    n = len(data.labels)
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0
+    loss_sum, hits = all_sum([loss_sum, float((logits.argmax(1) == labels).sum().item()) if len(labels) else 0.0], ctx)
+    return loss_sum / n, hits / n
 
 
 @dataclass
@@ -185,6 +256,22 @@ class FitResult:
     epochs: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def prepare_model(model: nn.Module, cfg: TrainParams, ctx: Dist) -> nn.Module:
+    """Move ``model`` to the device in the configured memory format; with several ranks, wrap it in DDP
+    (SyncBatchNorm first on CUDA). Returns the module to train (the DDP wrapper or ``model``)."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(ctx.device, memory_format=memory_format)
+    if not ctx.on:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if ctx.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DDP(model, device_ids=[ctx.device])
+    # DDP broadcasts rank 0's parameters now, and its buffers (BatchNorm running stats) at every forward
+    return DDP(model)
 
 
 def fit(
@@ -200,6 +287,7 @@ def fit(
     live_dir: str | Path | None = None,
     device: torch.device | None = None,
     desc: str = "train",
+    ctx: Dist | None = None,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
 
@@ -207,28 +295,33 @@ def fit(
         model: the network to train (modified in place; the best weights are loaded at the end).
         train, val: prepared splits (uint8 images).
         meta: prepared-data meta (for normalisation).
-        cfg: optimiser, schedule, augmentation and epochs.
-        seed: seeds batch order and augmentation.
+        cfg: optimiser, schedule, augmentation, epochs, device, memory format.
+        seed: seeds batch order and augmentation (the same on every rank).
         loss_fn: ``loss_fn(logits, labels, inputs)``; cross-entropy (with label smoothing) by default.
         after_backward: called with the model after each ``backward()``, before the optimiser step.
-        live_dir: where dvclive logs per-epoch metrics (None: no logging).
-        device: defaults to ``select_device()``.
+        live_dir: where dvclive logs per-epoch metrics (None: no logging; only rank 0 logs).
+        device: defaults to ``select_device(cfg.device)``.
         desc: label of the progress bar.
+        ctx: the distributed context (``distributed.context``); default: join torchrun's group if any.
     """
-    device = device or select_device()
-    model.to(device)
+    ctx = ctx or context(device or select_device(cfg.device))
+    device = ctx.device
+    net = prepare_model(model, cfg, ctx)
+    model = getattr(net, "module", net)  # with SyncBatchNorm, a converted copy of the layers
     norm = normalizer(meta, device)
     if loss_fn is None:
         def loss_fn(logits, labels, _inputs):
             return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    if hasattr(loss_fn, "prepare"):
+        loss_fn.prepare(train, norm, cfg, ctx)
 
     gen = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, cfg)
-    steps = len(batch_starts(len(train.labels), cfg.batch_size))
+    steps = len(batch_starts(len(train.labels), cfg.batch_size, ctx.world))
     scheduler = make_scheduler(optimizer, cfg, steps)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None
     live = None
-    if live_dir is not None:
+    if live_dir is not None and ctx.is_writer:
         from dvclive import Live
 
         live = Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=None)
@@ -238,27 +331,31 @@ def fit(
     try:
         for epoch in range(1, cfg.epochs + 1):
             tr_loss, tr_acc = train_one_epoch(
-                model, train, norm, optimizer, cfg, gen, loss_fn=loss_fn, scheduler=scheduler,
+                net, train, norm, optimizer, cfg, gen, loss_fn=loss_fn, scheduler=scheduler,
                 after_backward=after_backward, scaler=scaler, device=device, desc=f"{desc} {epoch}/{cfg.epochs}",
+                ctx=ctx,
             )
-            va_loss, va_acc = evaluate(model, val, norm, cfg.eval_batch_size, device)
+            sync_buffers(model, ctx)  # evaluate (and keep) exactly rank 0's model on every rank
+            va_loss, va_acc = evaluate(model, val, norm, cfg.eval_batch_size, device, ctx, cfg.channels_last)
             row = {"train/loss": tr_loss, "train/acc": tr_acc, "val/loss": va_loss, "val/acc": va_acc}
             history.append(row)
-            tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.4f}  "
-                       f"val loss {va_loss:.4f} acc {va_acc:.4f}")
+            if ctx.is_writer:
+                tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.4f}  "
+                           f"val loss {va_loss:.4f} acc {va_acc:.4f}")
             if live is not None:
                 for k, v in row.items():
                     live.log_metric(k, v)
                 live.next_step()
-            if va_acc > best_acc:
+            if va_acc > best_acc:  # the same figures on every rank: they all keep the same epoch
                 best_acc, best_epoch = va_acc, epoch
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
     finally:
         if live is not None:
             live.end()
     if best_state is None:  # zero epochs: the model as given is the result
-        best_acc = evaluate(model, val, norm, cfg.eval_batch_size, device)[1]
+        best_acc = evaluate(model, val, norm, cfg.eval_batch_size, device, ctx, cfg.channels_last)[1]
     else:
         model.load_state_dict(best_state)
-    model.cpu().eval()
+    # a plain contiguous model on the CPU, whatever the training format: checkpoints and exports expect it
+    model = revert_sync_batchnorm(model).cpu().to(memory_format=torch.contiguous_format).eval()
     return FitResult(model, best_acc, best_epoch, cfg.epochs, time.perf_counter() - t0, history)

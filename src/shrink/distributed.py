@@ -1,0 +1,163 @@
+"""Several processes per training stage: ``torchrun`` with DistributedDataParallel, no new dependency.
+
+A stage whose ``<section>.train.nproc`` is 1 runs as a plain process, as before. Above 1,
+``relaunch(nproc, stage)`` re-executes the same command line under ``python -m torch.distributed.run``
+(one machine, N processes, rendezvous on a free loopback port). Inside, ``context()`` initialises the
+process group (gloo on the CPU, NCCL on CUDA) and tells ``train.fit`` which shard of each global batch
+this rank trains on. Only rank 0 writes checkpoints, metrics and dvclive logs (``is_writer``).
+
+Several machines: run ``torchrun --nnodes=M --node-rank=i --rdzv-endpoint=HOST:PORT ... stages/<x>.py``
+yourself on each machine (README, "Several GPUs or machines"): the stage sees ``WORLD_SIZE`` already
+set and does not relaunch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: rank among ``world`` processes, and the device it trains on."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def relaunch(nproc: int) -> None:
+    """With ``nproc`` > 1 and not yet under torchrun, replace this process by ``torchrun`` running the same
+    command line ``nproc`` times; returns (doing nothing) otherwise. ``TrainParams`` has already checked
+    that the global batch splits evenly over ``nproc``.
+    """
+    if nproc <= 1 or under_torchrun():
+        return
+    env = dict(os.environ)
+    if not torch.cuda.is_available() or env.get("SHRINK_DEVICE") == "cpu":
+        # the cores are shared among the processes: 2 processes on 2 cores use 1 thread each
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over loopback only
+    port = free_loopback_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={nproc}",
+           "--master-addr=127.0.0.1", f"--master-port={port}", "--rdzv-backend=static",
+           "--monitor-interval=1", sys.argv[0], *sys.argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
+
+
+def context(device: torch.device) -> Dist:
+    """Join the process group when started by torchrun (else the single-process ``Dist``).
+
+    Args:
+        device: the device type the run asked for; on CUDA each rank takes ``cuda:<LOCAL_RANK>``.
+    """
+    if not under_torchrun():
+        return Dist(0, 1, device)
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def all_sum(values: list[float], ctx: Dist) -> list[float]:
+    """Sum ``values`` over all ranks (identity with one process)."""
+    if not ctx.on:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def sync_buffers(model: torch.nn.Module, ctx: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts them at the start
+    of each training forward, so after the last step each rank still holds its own part's update."""
+    if ctx.on:
+        import torch.distributed as dist
+
+        for b in model.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """The inverse of ``nn.SyncBatchNorm.convert_sync_batchnorm``: plain ``BatchNorm2d`` layers again
+    (same parameters and buffers), so the trained model runs anywhere, e.g. evaluated on the CPU."""
+    out = module
+    if isinstance(module, torch.nn.SyncBatchNorm):
+        out = torch.nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats).to(next(iter(module.state_dict().values())).device)
+        out.load_state_dict(module.state_dict())
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, revert_sync_batchnorm(child))
+    return out
+
+
+def shard(n: int, ctx: Dist) -> slice:
+    """This rank's contiguous part of ``n`` items (sizes differ by at most one)."""
+    base, extra = divmod(n, ctx.world)
+    start = ctx.rank * base + min(ctx.rank, extra)
+    return slice(start, start + base + (1 if ctx.rank < extra else 0))
+
+
+def finish(ctx: Dist) -> None:
+    """Leave the process group cleanly (all ranks wait for the writer first)."""
+    if ctx.on:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def state_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state_dict values (names and bytes), to compare ranks."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_rank_hash(model: torch.nn.Module, ctx: Dist) -> None:
+    """Test hook: with ``SHRINK_RANK_HASH_DIR`` set, every rank writes its weights' hash to
+    ``<dir>/rank<r>.sha256`` so a test can check that all ranks ended with the same weights."""
+    folder = os.environ.get("SHRINK_RANK_HASH_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank{ctx.rank}.sha256").write_text(state_hash(model) + "\n")

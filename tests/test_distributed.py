@@ -1,0 +1,155 @@
+"""Several processes per training stage (torchrun + DDP, gloo on the CPU), through real `dvc repro`.
+
+A tiny project trains `student` and `distill` with `train.nproc: 2` and then with 1 process, same seed and
+global batch. Tolerance: BatchNorm normalises each rank's half batch with its own statistics on the CPU
+(PyTorch has no CPU SyncBatchNorm), so the two runs are not bit-identical; after one epoch of the tiny
+run their train/val/test figures must agree within 0.05 in loss and 0.05 in accuracy (the tiny val/test
+splits have ~30-60 images, so 0.05 is two or three images; measured: student train loss 2.0637 vs 2.0375,
+distill 1.1517 vs 1.1519, accuracies equal). The rest is exact: every rank ends with the same weights, and
+they are the weights rank 0 saved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import dvc, make_project
+from shrink.checkpoint import load_checkpoint, model_from_checkpoint
+from shrink.config import ParamsError, load_params
+from shrink.distributed import Dist, shard, state_hash
+from shrink.train import batch_starts
+
+LOSS_TOL, ACC_TOL = 0.05, 0.05
+
+
+def set_nproc(proj: Path, n: int) -> None:
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    for name in ("student", "distill"):
+        params[name]["train"]["nproc"] = n
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def repro(proj: Path, *stages: str, hash_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if hash_dir is not None:
+        env["SHRINK_RANK_HASH_DIR"] = str(hash_dir)
+    proc = subprocess.run(["dvc", "repro", *stages], cwd=proj, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, f"dvc repro {stages} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def figures(proj: Path, stage: str) -> dict[str, float]:
+    metrics = json.loads((proj / f"metrics/{stage}.json").read_text())
+    live = json.loads((proj / f"dvclive/{stage}/metrics.json").read_text())
+    return {"val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], "processes": metrics["processes"],
+            "train_loss": live["train"]["loss"], "val_loss": live["val"]["loss"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny project's student and distill, first with 2 processes, then with 1."""
+    root = tmp_path_factory.mktemp("ddp")
+    proj = make_project(root / "proj")
+    set_nproc(proj, 2)
+    out = {"proj": proj, "stdout": {}, "hashes": {}, "two": {}, "one": {}}
+    for stage in ("student", "distill"):
+        proc = repro(proj, stage, hash_dir=root / f"hash-{stage}")
+        out["stdout"][stage] = proc.stdout + proc.stderr
+        out["hashes"][stage] = {p.name: p.read_text().strip() for p in (root / f"hash-{stage}").iterdir()}
+        out["two"][stage] = figures(proj, stage)
+        model = model_from_checkpoint(load_checkpoint(proj / f"models/{stage}.pt"))
+        out["two"][stage]["saved_hash"] = state_hash(model)
+    set_nproc(proj, 1)
+    repro(proj, "student", "distill")  # both rerun (their params changed), now with 1 process
+    for stage in ("student", "distill"):
+        out["one"][stage] = figures(proj, stage)
+    return out
+
+
+@pytest.mark.parametrize("stage", ["student", "distill"])
+def test_two_ranks_end_with_the_same_weights_and_rank0_saved_them(runs, stage):
+    hashes = runs["hashes"][stage]
+    assert sorted(hashes) == ["rank0.sha256", "rank1.sha256"]
+    assert hashes["rank0.sha256"] == hashes["rank1.sha256"]
+    assert runs["two"][stage]["saved_hash"] == hashes["rank0.sha256"]
+    assert runs["two"][stage]["processes"] == 2 and runs["one"][stage]["processes"] == 1
+
+
+@pytest.mark.parametrize("stage", ["student", "distill"])
+def test_only_rank0_writes(runs, stage):
+    text = runs["stdout"][stage]
+    # the final report line and the per-epoch line are printed by the writer only
+    assert text.count(f"{stage}: val acc") == 1, text
+    assert text.count(f"{stage} epoch 1/1:") == 1, text
+    steps = (runs["proj"] / f"dvclive/{stage}/plots/metrics/val/acc.tsv").read_text().strip().splitlines()
+    assert len(steps) == 2  # header + one epoch: a second writer would have appended (or clobbered) rows
+
+
+@pytest.mark.parametrize("stage", ["student", "distill"])
+def test_two_processes_match_one_within_tolerance(runs, stage):
+    two, one = runs["two"][stage], runs["one"][stage]
+    print(stage, {k: (two[k], one[k]) for k in ("train_loss", "val_loss", "val_acc", "test_acc")})  # shown by -rA
+    for k in ("train_loss", "val_loss"):
+        assert abs(two[k] - one[k]) <= LOSS_TOL, (k, two[k], one[k])
+    for k in ("val_acc", "test_acc"):
+        assert abs(two[k] - one[k]) <= ACC_TOL, (k, two[k], one[k])
+
+
+def test_batch_must_split_over_the_processes(tmp_path):
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["student"]["train"].update(nproc=3, batch_size=128)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"student\.train\.batch_size: .*nproc=3"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_shards_cover_every_sample_once_and_last_batch_feeds_every_rank():
+    for n in (1, 7, 64, 65):
+        parts = [shard(n, Dist(r, 3)) for r in range(3)]
+        assert [i for p in parts for i in range(n)[p]] == list(range(n))
+    starts = batch_starts(130, 64, world=2)  # a last batch of 2 cannot give each rank two samples
+    assert starts == [0, 64]
+    assert batch_starts(132, 64, world=2) == [0, 64, 128]
+    assert batch_starts(129, 64) == [0, 64]  # one process: only a single last sample joins
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cached_teacher_logits_are_what_the_teacher_computes_per_view(channels_last):
+    """Distillation's teacher cache (computed once per view, shared across ranks) gives the loss a fresh
+    teacher forward pass would: the same logits up to float rounding, for plain and mirrored views."""
+    from shrink.config import TrainParams
+    from shrink.data import Split
+    from shrink.distill import kd_loss, make_kd_loss
+    from shrink.distributed import SINGLE
+    from shrink.models import build_model, student_widths
+    from shrink.train import augment
+
+    torch.manual_seed(0)
+    teacher = build_model("student", 5, widths=student_widths(8, 1.0))
+    teacher.train()  # make_kd_loss must put it in eval mode, or the cache would not be exact
+    data = Split(torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 5, (40,)))
+    norm = lambda x: (x.float() - 128) / 64  # noqa: E731
+    cfg = TrainParams(crop_padding=0, flip=True, channels_last=channels_last, eval_batch_size=16)
+    loss_fn = make_kd_loss(teacher, 2.0, 0.5)
+    loss_fn.prepare(data, norm, cfg, SINGLE)
+    assert loss_fn.table.shape == (40, 2, 5)
+    idx = torch.tensor([3, 17, 17, 39, 0, 8])
+    flipped: list = []
+    x = norm(augment(data.images[idx], 0, True, torch.Generator().manual_seed(4), flipped=flipped))
+    assert flipped[0].any() and not flipped[0].all()
+    with torch.no_grad():
+        fresh = teacher(x)
+    cached = loss_fn.table[idx, flipped[0].long()]
+    assert torch.allclose(cached, fresh, atol=1e-4), (cached - fresh).abs().max()
+    student_logits, y = torch.randn(6, 5), data.labels[idx]
+    assert torch.allclose(loss_fn(student_logits, y, x, views=(idx, flipped[0])),
+                          kd_loss(student_logits, fresh, y, 2.0, 0.5), atol=1e-5)
+    # with random crops the views do not repeat: no cache, the teacher runs on every batch
+    loss_fn.prepare(data, norm, TrainParams(crop_padding=2, flip=True), SINGLE)
+    assert loss_fn.table is None
