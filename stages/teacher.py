@@ -12,7 +12,7 @@ with stage_errors("teacher"):
     params = load_params(args.params)  # the whole file is checked before any work
     p, seed = section(params, "teacher", TeacherParams), seed_of(params)
     seed_everything(seed)
-    kwargs = {"pretrained": p.pretrained}
+    kwargs = {"pretrained": p.pretrained, "small_input": p.small_input}
     model = build_model(p.arch, len(load_meta(args.data)["classes"]), **kwargs)
     run_training(model, name=p.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
                  resolved=as_params(seed=seed, teacher=p), data_dir=args.data, out=args.out,
