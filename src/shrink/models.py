@@ -232,6 +232,8 @@ def check_arch(name: str, role: str) -> None:
     if not is_known(name):
         raise ValueError(f"unknown model {name!r}: use studentnet or a torchvision classification model "
                          f"(torchvision.models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)")
+    if role == "teacher" and name in MODELS:
+        raise ValueError(f"model {name!r} cannot be the teacher: use a torchvision classification model")
     if role != "student" or name in MODELS:
         return
     for prefix, why in UNSLIMMABLE.items():
