@@ -6,8 +6,8 @@ with stage_errors("distill"):
     from shrink.config import DistillParams, SlimParams, StudentArchParams, load_params, section, seed_of
     from shrink.data import load_meta
     from shrink.distill import make_kd_loss
-    from shrink.models import build_model, student_widths
     from shrink.distributed import relaunch
+    from shrink.models import build_model, student_kwargs
     from shrink.pipeline import as_params, run_training, stage_args
     from shrink.prune import bn_l1_hook
     from shrink.train import seed_everything
@@ -22,9 +22,9 @@ with stage_errors("distill"):
     ckpt = load_checkpoint(args.teacher)
     check_classes(ckpt, meta["classes"], args.teacher)
     teacher = model_from_checkpoint(ckpt)  # KDLoss.prepare moves it to the training device
-    kwargs = {"widths": student_widths(arch.base, arch.width_mult)}
-    model = build_model("student", len(meta["classes"]), **kwargs)
-    run_training(model, name="student", model_kwargs=kwargs, cfg=p.train, seed=seed,
+    kwargs = student_kwargs(arch.arch, arch.base, arch.width_mult, arch.small_input)
+    model = build_model(arch.arch, len(meta["classes"]), **kwargs)
+    run_training(model, name=arch.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
                  resolved=as_params(seed=seed, student_net=arch, distill=p, slim=slim), data_dir=args.data,
                  out=args.out, metrics_path=args.metrics, live_dir=args.live,
                  loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(slim.l1),

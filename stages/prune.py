@@ -1,4 +1,4 @@
-"""prune: one Network Slimming round: cut channels by BatchNorm |gamma|, rebuild a smaller dense StudentNet, fine-tune."""
+"""prune: one Network Slimming round: cut channels by BatchNorm |gamma|, rebuild a smaller dense net of the same arch, fine-tune."""
 from shrink.config import exit_on_user_errors
 
 exit_on_user_errors("prune")  # user faults: one `prune: error: ...` line, no traceback
@@ -10,7 +10,7 @@ from shrink.data import load_meta, load_split, normalizer
 from shrink.distill import make_kd_loss
 from shrink.distributed import relaunch
 from shrink.pipeline import as_params, run_training, stage_args
-from shrink.prune import PruneParams, RoundParams, bn_l1_hook, keep_as_lists, slim
+from shrink.prune import PruneParams, RoundParams, base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, slim
 from shrink.train import evaluate, seed_everything
 
 
@@ -33,8 +33,10 @@ relaunch(ft.train.nproc)  # nproc > 1: this command again, under torchrun
 seed_everything(seed)
 
 parent = load_checkpoint(args.parent)
-base_widths = parent.get("base_widths", parent["model_kwargs"]["widths"])  # the unpruned student's
-model, keep = slim(model_from_checkpoint(parent), rnd.width, cfg, base_widths)
+model = model_from_checkpoint(parent)
+base_channels = parent.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
+model, keep = slim(model, rnd.width, cfg, base_channels)
+channels = {n: len(k) for n, k in keep.items()}
 meta = load_meta(args.data)
 _, cut_acc = evaluate(model, load_split(args.data, "val"), normalizer(meta))
 
@@ -42,10 +44,11 @@ loss_fn = None
 if ft.distill:
     loss_fn = make_kd_loss(model_from_checkpoint(args.teacher), ft.temperature, ft.alpha)
 run_training(
-    model, name="student", model_kwargs={"widths": model.widths}, cfg=dataclasses.replace(ft.train, epochs=rnd.epochs),
+    model, name=parent["model"], model_kwargs=rebuild_kwargs(model, parent["model_kwargs"]),
+    cfg=dataclasses.replace(ft.train, epochs=rnd.epochs),
     seed=seed, resolved=as_params(seed=seed, prune=cfg, finetune=ft, round=rnd, slim=slim_p),
     data_dir=args.data, out=args.out, metrics_path=args.metrics, live_dir=args.live,
     loss_fn=loss_fn, after_backward=bn_l1_hook(slim_p.l1, cfg.blocks),
-    extra_metrics={"width": rnd.width, "widths": model.widths, "val_acc_after_cut": round(cut_acc, 6)},
-    extra_ckpt={"base_widths": list(base_widths), "kept_channels": keep_as_lists(keep)}, desc=f"prune {args.round}",
+    extra_metrics={"width": rnd.width, "channels": channels, "val_acc_after_cut": round(cut_acc, 6)},
+    extra_ckpt={"base_channels": dict(base_channels), "kept_channels": keep_as_lists(keep)}, desc=f"prune {args.round}",
 )

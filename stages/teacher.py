@@ -14,7 +14,7 @@ with stage_errors("teacher"):
     p, seed = section(params, "teacher", TeacherParams), seed_of(params)
     relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
-    kwargs = {"pretrained": p.pretrained}
+    kwargs = {"pretrained": p.pretrained, "small_input": p.small_input}
     model = build_model(p.arch, len(load_meta(args.data)["classes"]), **kwargs)
     run_training(model, name=p.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
                  resolved=as_params(seed=seed, teacher=p), data_dir=args.data, out=args.out,

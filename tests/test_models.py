@@ -55,7 +55,7 @@ def test_explicit_widths_build_matching_shapes():
         StudentNet(widths=[16, 32])
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", [*sorted(MODELS), "resnet18"])
 @pytest.mark.parametrize("size", [28, 64])
 def test_registry_forward_backward_shapes(name, size):
     model = build_model(name, num_classes=7)

@@ -25,7 +25,7 @@ def test_repro_writes_every_stage_metrics(tiny_run):
 
 def test_checkpoints_load_weights_only_with_their_params(tiny_run):
     ckpt = torch.load(tiny_run / "models/distill.pt", weights_only=True)
-    assert ckpt["model"] == "student" and ckpt["model_kwargs"]["widths"][-1] == 256
+    assert ckpt["model"] == "studentnet" and ckpt["model_kwargs"]["widths"][-1] == 256
     assert ckpt["params"]["distill"]["temperature"] == 2.0
     assert ckpt["data"]["classes"][0] == "T-shirt/top"
 

@@ -17,6 +17,7 @@ from shrink.prune import (
     PruneParams,
     RoundParams,
     bn_l1_hook,
+    base_channels_of,
     keep_as_lists,
     mask_student,
     prune_student,
@@ -250,7 +251,7 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
         path, pruned, name="student", model_kwargs={"widths": pruned.widths}, num_classes=10,
         data_meta={"classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 28},
         params={"prune": dataclasses.asdict(PruneParams()), "width": 0.7},
-        extra={"base_widths": trained.widths, "keep": keep_as_lists(keep)},
+        extra={"base_widths": trained.widths, "keep": keep_as_lists(keep)},  # 8 ints: select_channels' view
     )
     back = model_from_checkpoint(path)
     assert back.widths == pruned.widths == widths_of(back)
@@ -440,7 +441,7 @@ def test_rounds_match_the_course_loop():
     for _ in range(3):
         width *= 0.95
         course = network_slimming(course, StudentNet(width_mult=width)).eval()
-        ours, _ = slim(ours, width, PruneParams(round_to=1), base_widths=base)
+        ours, _ = slim(ours, width, PruneParams(round_to=1), base_channels_of(net))
         assert ours.widths == course.widths
         torch.testing.assert_close(logits(ours, x), logits(course, x), atol=ATOL, rtol=1e-5)
 
@@ -475,14 +476,14 @@ def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
     """Five x0.95 rounds, as the default params: every round's widths are multiples of round_to, no wider than
     the parent, no narrower than round_to; each cut computes exactly what the masked parent computes."""
     model = randomize(StudentNet(), seed=8)
-    base = model.widths
+    base, base_ch = model.widths, base_channels_of(model)
     cfg = PruneParams(mode=mode, round_to=round_to)
     x = images(4)
     seen = []
     for width in COURSE_SCHEDULE:
         keep = select_channels(model, width=width, base_widths=base, mode=mode, blocks=cfg.blocks, round_to=round_to)
-        pruned, keep2 = slim(model, width, cfg, base_widths=base)
-        assert {j: v.tolist() for j, v in keep.items()} == {j: v.tolist() for j, v in keep2.items()}
+        pruned, keep2 = slim(model, width, cfg, base_ch)
+        assert {f"cnn.{j}.3": v.tolist() for j, v in keep.items()} == {n: v.tolist() for n, v in keep2.items()}
         for j in PRUNABLE_BLOCKS:
             n = pruned.widths[j]
             assert n % round_to == 0 and round_to <= n <= model.widths[j], (width, j, n, model.widths[j])
@@ -506,10 +507,10 @@ def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
 def test_default_rounds_widths():
     """The documented sequence at the defaults (round_to 8, layer mode): nearest multiples of the course's widths."""
     model = StudentNet()
-    base = model.widths
+    base = base_channels_of(model)
     got = []
     for width in COURSE_SCHEDULE:
-        model, _ = slim(model, width, PruneParams(), base_widths=base)
+        model, _ = slim(model, width, PruneParams(), base)
         got.append((model.widths[3], model.widths[4]))
         assert model.widths[4] == model.widths[5] == model.widths[6]
     assert got == [(120, 240), (112, 232), (112, 216), (104, 208), (96, 200)]
@@ -518,9 +519,9 @@ def test_default_rounds_widths():
 def test_round_to_one_is_the_exact_schedule():
     """round_to 1 keeps the course's int(base * width) in every round."""
     model = randomize(StudentNet(), seed=9, positive_gamma=True)
-    base = model.widths
+    base = base_channels_of(model)
     for width in COURSE_SCHEDULE:
-        model, _ = slim(model, width, PruneParams(round_to=1), base_widths=base)
+        model, _ = slim(model, width, PruneParams(round_to=1), base)
         assert model.widths == student_widths(width_mult=width)
     assert [model.widths[j] for j in PRUNABLE_BLOCKS] == [99, 198, 198, 198]
 
@@ -534,7 +535,7 @@ def test_rounding_parent_edges():
     keep = select_channels(exact, targets={3: 121, 4: 243}, round_to=8)
     assert (len(keep[3]), len(keep[4])) == (120, 240)
     # a target just above a rounded parent (within round_to - 1) is the parent's rounding, not an error
-    rounded, _ = slim(model, 0.95, PruneParams(), base_widths=base)
+    rounded, _ = slim(model, 0.95, PruneParams(), base_channels_of(model))
     assert rounded.widths[3] == 120
     assert len(select_channels(rounded, targets={3: 123}, round_to=8)[3]) == 120
     with pytest.raises(ValueError, match="cannot keep"):

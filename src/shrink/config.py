@@ -143,8 +143,10 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class StudentArchParams:
-    base: int = 16
-    width_mult: float = 1.0
+    arch: str = "studentnet"  # studentnet (the course's net) or a torchvision classification model with BatchNorm
+    base: int = 16  # StudentNet only
+    width_mult: float = 1.0  # StudentNet only
+    small_input: bool = True  # torchvision archs: stem stride 1 (and no stem max-pool), see models.adapt_small_input
 
     def __post_init__(self) -> None:
         _require(self.base >= 1, "base", self.base, "must be >= 1")
@@ -153,8 +155,9 @@ class StudentArchParams:
 
 @dataclass(frozen=True)
 class TeacherParams:
-    arch: str = "resnet18"
+    arch: str = "resnet18"  # any torchvision classification model (or studentnet)
     pretrained: Literal["none", "imagenet"] = "none"  # "imagenet": from the local torch cache only
+    small_input: bool = False  # stem stride 1 (and no stem max-pool), see models.adapt_small_input
     train: TrainParams = field(default_factory=TrainParams)
 
 
@@ -288,10 +291,12 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
                       ("student", StudentParams), ("distill", DistillParams), ("slim", SlimParams),
                       ("quantize", QuantizeParams)):
         typed[name] = section(params, name, cls)
-    MODELS = _defined_in("models", "MODELS")
-    if typed["teacher"].arch not in MODELS:
-        raise ParamsError(f"params.yaml: teacher.arch: unknown model {typed['teacher'].arch!r} "
-                          f"(known: {', '.join(sorted(MODELS))})")
+    check_arch = _defined_in("models", "check_arch")
+    for key, role in (("student_net", "student"), ("teacher", "teacher")):
+        try:
+            check_arch(typed[key].arch, role)
+        except ValueError as e:
+            raise ParamsError(f"params.yaml: {key}.arch: {e}") from None
     typed["prune"] = prune_sections(params)
     rounds = typed["prune"]["rounds"]
     models = {"teacher", "student", "distill", *rounds}

@@ -1,4 +1,4 @@
-"""Model registry: the course's StudentNet and a torchvision ResNet18 teacher.
+"""Model registry: the course's StudentNet and every torchvision classification model.
 
 ``build_model(name, num_classes, **kw)`` is the one way stages make models, so a checkpoint
 that stores ``name`` and ``kw`` rebuilds its network without guessing.
@@ -88,44 +88,185 @@ def _student(num_classes: int, base: int = 16, width_mult: float = 1.0, widths: 
     return StudentNet(base=base, width_mult=width_mult, num_classes=num_classes, widths=widths)
 
 
-def _resnet18(num_classes: int, pretrained: str = "none") -> nn.Module:
-    """torchvision ResNet18; ``pretrained='imagenet'`` loads the ImageNet weights from the local torch cache only."""
-    model = torchvision.models.resnet18(num_classes=num_classes)
+# Torchvision nets this pipeline cannot slim, and why (checked with Torch-Pruning 1.6.1, torch 2.14.1).
+UNSLIMMABLE = {
+    "shufflenet_v2": "Torch-Pruning 1.6.1 fails on its channel shuffle (ZeroDivisionError while tracing the groups)",
+}
+
+
+def torchvision_archs() -> list[str]:
+    """Every torchvision classification model name (``torchvision.models.list_models(module=torchvision.models)``)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def adapt_small_input(model: nn.Module) -> nn.Module:
+    """Make an ImageNet net fit small (e.g. 28 px) inputs: the stem convolution gets stride 1, and a max-pool
+    right after it (ResNet, RegNet-style stems) becomes the identity.
+
+    Why: torchvision classifiers downsample 32x; at 28 px the last stages see 1x1 maps (or padding only).
+    Removing the stem's 2x (4x with the pool) keeps 4x more (16x) spatial positions, at the cost of
+    ~4x (16x) more compute in the early layers. The change is to strides only: no weight changes shape.
+    """
+    stem_done = False
+    for name, m in model.named_modules():
+        if not stem_done and isinstance(m, nn.Conv2d) and m.stride != (1, 1):
+            m.stride = (1, 1)
+            stem_done = True
+            continue
+        if stem_done:
+            if isinstance(m, nn.MaxPool2d):
+                parent, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+                break
+            if isinstance(m, nn.Conv2d) and m.stride != (1, 1):
+                break  # the next downsampling is a conv: leave it
+    return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def structure_of(model: nn.Module) -> dict[str, list[int]]:
+    """The channel structure of a (possibly pruned) net as plain data: ``{module: [in, out, groups]}`` for
+    every Conv2d, ``[in, out]`` for every Linear, ``[features]`` for every BatchNorm2d."""
+    out: dict[str, list[int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out[name] = [m.in_channels, m.out_channels, m.groups]
+        elif isinstance(m, nn.Linear):
+            out[name] = [m.in_features, m.out_features]
+        elif isinstance(m, nn.BatchNorm2d):
+            out[name] = [m.num_features]
+    return out
+
+
+def apply_structure(model: nn.Module, structure: dict[str, Sequence[int]]) -> nn.Module:
+    """Give ``model``'s layers the channel counts ``structure`` records (``structure_of`` of a pruned net),
+    replacing each layer whose shape differs by a fresh one of the recorded shape (weights come after).
+
+    Raises:
+        ValueError: a recorded layer does not exist or is of another kind.
+    """
+    modules = dict(model.named_modules())
+    for name, spec in structure.items():
+        m, spec = modules.get(name), [int(v) for v in spec]
+        if isinstance(m, nn.Conv2d) and len(spec) == 3:
+            if spec != [m.in_channels, m.out_channels, m.groups]:
+                _replace(model, name, nn.Conv2d(spec[0], spec[1], m.kernel_size, m.stride, m.padding, m.dilation,
+                                                spec[2], m.bias is not None, m.padding_mode))
+        elif isinstance(m, nn.Linear) and len(spec) == 2:
+            if spec != [m.in_features, m.out_features]:
+                _replace(model, name, nn.Linear(spec[0], spec[1], m.bias is not None))
+        elif isinstance(m, nn.BatchNorm2d) and len(spec) == 1:
+            if spec[0] != m.num_features:
+                _replace(model, name, nn.BatchNorm2d(spec[0], m.eps, m.momentum, m.affine, m.track_running_stats))
+        else:
+            raise ValueError(f"structure names layer {name!r} ({spec}), which this arch has not "
+                             f"(or not of that kind: {type(m).__name__})")
+    return model
+
+
+def _torchvision(
+    arch: str, num_classes: int, pretrained: str = "none", small_input: bool = False,
+    structure: dict[str, Sequence[int]] | None = None,
+) -> nn.Module:
+    """A torchvision classifier with ``num_classes`` outputs.
+
+    Args:
+        arch: a torchvision classification model name.
+        pretrained: ``imagenet`` loads its ImageNet weights from the local torch cache only (new head).
+        small_input: see ``adapt_small_input``.
+        structure: pruned channel counts (``structure_of``), applied before the weights load.
+    """
+    model = torchvision.models.get_model(arch, num_classes=num_classes)
     if pretrained == "imagenet":
-        weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not path.is_file():
             raise FileNotFoundError(
-                f"teacher.pretrained: imagenet needs torchvision's ResNet18 weights at {path}; "
+                f"teacher.pretrained: imagenet needs torchvision's {arch} weights at {path}; "
                 f"this pipeline never downloads. Fetch {weights.url} on a machine with internet and "
                 f"copy it there (or set TORCH_HOME), or set teacher.pretrained: none."
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # new head for our classes
+        head = output_layer_name(model)
+        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}  # new head for our classes
         missing, _ = model.load_state_dict(state, strict=False)
-        assert set(missing) == {"fc.weight", "fc.bias"}, missing
+        assert set(missing) == {f"{head}.weight", f"{head}.bias"}, missing
     elif pretrained != "none":
         raise ValueError(f"teacher.pretrained must be 'none' or 'imagenet', got {pretrained!r}")
+    if small_input:
+        adapt_small_input(model)
+    if structure:
+        apply_structure(model, structure)
     return model
 
 
+def output_layer_name(model: nn.Module) -> str:
+    """The classifier's output layer: the last ``nn.Linear`` in module order (torchvision's and StudentNet's)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear output layer")
+    return names[-1]
+
+
+# Our own nets; every other name is looked up in torchvision. "student" is the name older checkpoints carry.
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "studentnet": _student,
     "student": _student,
-    "resnet18": _resnet18,
 }
 
 
+def is_known(name: str) -> bool:
+    return name in MODELS or name in torchvision_archs()
+
+
+def check_arch(name: str, role: str) -> None:
+    """ValueError naming ``name`` and why, unless it can be this pipeline's ``role`` ('student' or 'teacher').
+
+    A student must be slimmable: it needs BatchNorm2d layers (Network Slimming ranks channels by their
+    gamma) and Torch-Pruning must be able to trace it.
+    """
+    if not is_known(name):
+        raise ValueError(f"unknown model {name!r}: use studentnet or a torchvision classification model "
+                         f"(torchvision.models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)")
+    if role == "teacher" and name in MODELS:
+        raise ValueError(f"model {name!r} cannot be the teacher: use a torchvision classification model")
+    if role != "student" or name in MODELS:
+        return
+    for prefix, why in UNSLIMMABLE.items():
+        if name.startswith(prefix):
+            raise ValueError(f"model {name!r} cannot be a student: {why}")
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = torchvision.models.get_model(name, num_classes=2)
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise ValueError(f"model {name!r} cannot be a student: it has no BatchNorm2d, so Network Slimming has no "
+                         f"gammas to rank channels by (e.g. convnext/vit use LayerNorm)")
+
+
 def build_model(name: str, num_classes: int, **kw) -> nn.Module:
-    """Build a registered model by name.
+    """Build a model by name: ``studentnet`` or any torchvision classification model.
 
     Args:
-        name: a key of ``MODELS``.
+        name: ``studentnet`` (``student``) or a torchvision classification model name.
         num_classes: number of output classes.
-        **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``).
+        **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``): StudentNet's
+            ``base``/``width_mult``/``widths``; torchvision's ``pretrained``, ``small_input``, ``structure``.
     """
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](num_classes, **kw)
+    if name in MODELS:
+        return MODELS[name](num_classes, **kw)
+    if name in torchvision_archs():
+        return _torchvision(name, num_classes, **kw)
+    raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model")
+
+
+def student_kwargs(arch: str, base: int, width_mult: float, small_input: bool) -> dict:
+    """``model_kwargs`` of a fresh student: StudentNet's widths, or a torchvision net's input adaptation."""
+    if arch in MODELS:
+        return {"widths": student_widths(base, width_mult)}
+    return {"small_input": small_input}
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,6 +1,18 @@
-"""Network Slimming (Liu et al. 2017) for StudentNet, with physical removal of channels.
+"""Network Slimming (Liu et al. 2017) for any conv-BN classifier, with physical removal of channels.
 
-A prunable channel ``c`` of width index ``j`` (the output channels of pointwise ``cnn.j.3``) is
+One mechanism for every arch, in three parts (Torch-Pruning's):
+
+* *groups*: the coupled channel groups, found by tracing with Torch-Pruning's ``DependencyGraph``
+  (``prunable_groups``). A group is named by the first layer, in module order, whose output
+  channels it holds and is prunable when it holds at least one BatchNorm2d and is not
+  the classifier's output. Which groups are prunable is data per arch: StudentNet's are the course's
+  ``cnn.{j}.3`` for ``j`` in ``prune.blocks``; every other arch's are all of them.
+* *criterion*: a channel's importance is the mean ``|gamma|`` of the BatchNorms of its group
+  (StudentNet's groups hold exactly one BN: its ``|gamma|``).
+* *selection*: ``choose`` (per layer or global, with floors and ``round_to``), then one surgery per
+  group (``prune_model``) that removes the channels from every coupled layer.
+
+For StudentNet the traced groups are exactly the course's coupling. A prunable channel ``c`` of width index ``j`` (the output channels of pointwise ``cnn.j.3``) is
 coupled across four places, as the course's table says:
 
 * rows ``c`` of ``cnn.j.3.weight`` / ``cnn.j.3.bias`` (the pointwise that produces it),
@@ -36,12 +48,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import nn
 
-from .models import PRUNABLE_BLOCKS, StudentNet
+import torch_pruning as tp
+
+from .models import PRUNABLE_BLOCKS, StudentNet, output_layer_name, structure_of
+
+K = TypeVar("K")
 
 MODES = ("layer", "global")
 # Width indices whose channels follow the pointwise -> depthwise/BN/pointwise coupling above. Width 0
@@ -104,14 +120,120 @@ def _check_blocks(blocks: Sequence[int]) -> None:
         raise ValueError(f"prunable blocks must be distinct width indices in 1..6, got {list(blocks)}")
 
 
+TRACE_SIZE = 32  # input side for tracing: channel coupling does not depend on it
+
+
+def _group_name(j: int) -> str:
+    """StudentNet's group of width index ``j``: the channels the pointwise ``cnn.{j}.3`` produces."""
+    return f"cnn.{j}.3"
+
+
+@dataclass
+class Group:
+    """One coupled channel group of a traced net.
+
+    Args:
+        name: its first producing layer in module order (stable across pruning rounds), e.g. StudentNet's
+            ``cnn.{j}.3``.
+        channels: its current number of channels.
+        root: the root layer; ``fn`` its out-channel pruning function (Torch-Pruning's).
+        bns: ``(BatchNorm2d, its channel index for each group channel)`` for every BN in the group.
+    """
+
+    name: str
+    channels: int
+    root: nn.Module
+    fn: Callable
+    bns: list[tuple[nn.BatchNorm2d, torch.Tensor]]
+
+    def importance(self) -> torch.Tensor:
+        """Mean ``|gamma|`` over the group's BatchNorms, per channel (detached, CPU)."""
+        score = torch.zeros(self.channels)
+        for bn, idx in self.bns:
+            score[idx] += bn.weight.detach().abs().float().cpu()  # idx maps BN channel -> group channel
+        return score / len(self.bns)
+
+
+class Graph:
+    """The traced coupling of ``model``'s channels (Torch-Pruning ``DependencyGraph``) and its prunable groups.
+
+    Args:
+        model: the net (traced in eval mode on a zero batch; its mode and BN statistics are left as they were).
+        blocks: StudentNet's prunable width indices (other archs: every group with a BN but the classifier's output).
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> None:
+        ref = next(model.parameters())
+        was_training = model.training
+        model.eval()  # a train-mode forward would move the BN running statistics
+        try:
+            with torch.enable_grad():  # Torch-Pruning traces the autograd graph
+                self.dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE, device=ref.device, dtype=ref.dtype))
+        finally:
+            model.train(was_training)
+        self.model = model
+        names = dict(self.dg._module2name)
+        head = model.get_submodule(output_layer_name(model))
+        rank = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        groups: dict[str, Group] = {}
+        for g in self.dg.get_all_groups(ignored_layers=[head], root_module_types=(nn.Conv2d, nn.Linear)):
+            root, fn = g[0].dep.target.module, g[0].dep.handler
+            n = len(g[0].idxs)
+            bns = []
+            for item in g:
+                m = item.dep.target.module
+                if isinstance(m, nn.BatchNorm2d):
+                    order = torch.as_tensor(item.root_idxs, dtype=torch.long)  # group channel of each BN channel
+                    bn_idx = torch.as_tensor(item.idxs, dtype=torch.long)
+                    perm = torch.full((m.num_features,), -1, dtype=torch.long)
+                    perm[bn_idx] = order
+                    assert (perm >= 0).all(), f"{names[m]}: only part of its channels are in group {names[root]}"
+                    bns.append((m, perm))
+            if bns:  # no BN: no gamma to rank by (e.g. squeeze-excitation's reduced channels)
+                # named by its first producer in module order (tracing order is not stable to read)
+                producers = [names[i.dep.target.module] for i in g if isinstance(i.dep.target.module, (nn.Conv2d, nn.Linear))
+                             and self.dg.is_out_channel_pruning_fn(i.dep.handler)]
+                name = min(producers, key=rank.__getitem__)
+                groups[name] = Group(name, n, root, fn, bns)
+        if isinstance(model, StudentNet):  # data per arch: the course's blocks only
+            _check_blocks(blocks)
+            wanted = [_group_name(j) for j in blocks]
+            missing = [w for w in wanted if w not in groups]
+            assert not missing, f"tracing StudentNet did not find the groups {missing}"
+            groups = {w: groups[w] for w in wanted}
+        self.groups = groups
+
+    def drop_group(self, name: str, keep: torch.Tensor):
+        """Torch-Pruning's group that removes every channel of group ``name`` not in ``keep``."""
+        g = self.groups[name]
+        mask = torch.ones(g.channels, dtype=torch.bool)
+        mask[keep] = False
+        return self.dg.get_pruning_group(g.root, g.fn, mask.nonzero().flatten().tolist())
+
+
+def prunable_groups(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> dict[str, int]:
+    """{group name: channels} of the prunable groups of ``model`` (see ``Graph``)."""
+    return {n: g.channels for n, g in Graph(model, blocks).groups.items()}
+
+
+def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> list[nn.BatchNorm2d]:
+    """Every BatchNorm2d of a prunable group (each once): where ``slim.l1`` applies."""
+    seen: dict[int, nn.BatchNorm2d] = {}
+    for g in Graph(model, blocks).groups.values():
+        for bn, _ in g.bns:
+            seen.setdefault(id(bn), bn)
+    return list(seen.values())
+
+
 def bn_of(model: StudentNet, j: int) -> nn.BatchNorm2d:
-    """The BatchNorm whose gammas rank the channels of width index ``j`` (``cnn.{j+1}.1``)."""
+    """The BatchNorm whose gammas rank StudentNet's channels of width index ``j`` (``cnn.{j+1}.1``)."""
     return model.cnn[j + 1][1]
 
 
-def importance(model: StudentNet, j: int) -> torch.Tensor:
-    """``|gamma|`` of width index ``j``'s channels (detached, on the CPU)."""
-    return bn_of(model, j).weight.detach().abs().cpu()
+def importance(model: nn.Module, j: int | str) -> torch.Tensor:
+    """The importance of group ``j`` (StudentNet width index or group name): its BNs' mean ``|gamma|``."""
+    return Graph(model).groups[_group_name(j) if isinstance(j, int) else j].importance()
 
 
 def widths_of(model: StudentNet) -> list[int]:
@@ -163,6 +285,68 @@ def round_width(count: int, current: int, round_to: int, floor: int = 1) -> int:
     return min(max(nearest, lo), hi)
 
 
+def choose(
+    scores: Mapping[K, torch.Tensor],
+    targets: Mapping[K, int],
+    *,
+    mode: str = "layer",
+    min_channels: int = 8,
+    round_to: int = 8,
+) -> dict[K, torch.Tensor]:
+    """Channels to keep per group, as sorted LongTensors (original order): the *selection* part.
+
+    Every group keeps at least ``min(min_channels, its channels)`` and at most its channels.
+
+    * layer: each group's count is ``max(target, floor)``. A target above the group's current
+      width is an error (a cut cannot regrow channels), unless by less than ``round_to``: a parent
+      rounded down by up to ``round_to - 1`` may sit just below the next round's target.
+    * global: the budget is ``sum(targets)``, clipped to [sum of floors, sum of current widths].
+      Each group first gets its ``floor`` best scores; the rest of the budget goes to the best scores
+      among all remaining channels of all groups. Without floors this is Liu et al.'s single global
+      threshold; ties go to the lower (group, channel).
+
+    Then each count is rounded by ``round_width`` (a multiple of ``round_to``) and the group keeps that
+    many of its best scores. In global mode this is applied after the global selection, so the total
+    only approximates the budget. ``round_to=1`` changes nothing.
+
+    Args:
+        scores: per group, one importance per channel (e.g. ``Group.importance``).
+        targets: channels to keep per group (a subset of ``scores``' keys).
+        mode: "layer" or "global".
+        min_channels: per-group floor.
+        round_to: every kept count is a multiple of this (see ``round_width``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"select_channels: mode must be one of {MODES}, got {mode!r}")
+    if min_channels < 1:
+        raise ValueError(f"select_channels: min_channels must be >= 1, got {min_channels}")
+    if round_to < 1:
+        raise ValueError(f"select_channels: round_to (prune.round_to) must be >= 1, got {round_to}")
+    current = {j: len(scores[j]) for j in targets}
+    floors = {j: min(min_channels, current[j]) for j in targets}
+    # stable sorts: equal scores never make the choice depend on the sort implementation
+    ranked = {j: torch.argsort(scores[j], descending=True, stable=True) for j in targets}
+
+    if mode == "layer":
+        counts = {}
+        for j, k in targets.items():
+            if k > current[j] + round_to - 1:
+                raise ValueError(f"select_channels: width {j} has {current[j]} channels, cannot keep {k}")
+            counts[j] = max(k, floors[j])
+    else:
+        keys = list(targets)
+        budget = sum(targets.values())
+        budget = max(sum(floors.values()), min(budget, sum(current[j] for j in keys)))
+        # the pool: every channel not reserved by a floor, ranked together
+        layer_ids = torch.cat([torch.full((current[j] - floors[j],), i) for i, j in enumerate(keys)])
+        pool = torch.cat([scores[j][ranked[j][floors[j]:]] for j in keys])
+        order = torch.argsort(pool, descending=True, stable=True)[: budget - sum(floors.values())]
+        # the stable sorts make each group's share a prefix of its own ranking: only counts matter
+        counts = {j: floors[j] + int((layer_ids[order] == i).sum()) for i, j in enumerate(keys)}
+    counts = {j: round_width(n, current[j], round_to, floors[j]) for j, n in counts.items()}
+    return {j: torch.sort(ranked[j][:n]).values.long() for j, n in counts.items()}
+
+
 def select_channels(
     model: StudentNet,
     targets: Optional[Mapping[int, int]] = None,
@@ -174,23 +358,10 @@ def select_channels(
     blocks: Sequence[int] = PRUNABLE_BLOCKS,
     round_to: int = 8,
 ) -> dict[int, torch.Tensor]:
-    """Channels to keep, per prunable width index, as sorted LongTensors (original order).
+    """StudentNet's channels to keep, per width index: ``choose`` over its traced groups ``cnn.{j}.3``.
 
     Give either ``targets`` ({width index: channels}) or ``width`` (then the targets are
-    ``target_widths(base_widths, width, blocks)``). Every layer keeps at least
-    ``min(min_channels, current width)`` and at most its current width.
-
-    * layer: each layer's count is ``max(target, floor)``. A target above the layer's current
-      width is an error (a cut cannot regrow channels), unless by less than ``round_to``: a parent
-      rounded down by up to ``round_to - 1`` may sit just below the next round's target.
-    * global: the budget is ``sum(targets)``, clipped to [sum of floors, sum of current widths].
-      Each layer first gets its ``floor`` largest ``|gamma|``; the rest of the budget goes to the
-      largest ``|gamma|`` among all remaining channels of all prunable layers. Without floors this
-      is Liu et al.'s single global threshold; ties go to the lower (layer, channel).
-
-    Then each layer's count is rounded by ``round_width`` (a multiple of ``round_to``) and the
-    layer keeps that many of its largest ``|gamma|``. In global mode this is applied after the
-    global selection, so the total only approximates the budget. ``round_to=1`` changes nothing.
+    ``target_widths(base_widths, width, blocks)``).
 
     Args:
         model: the (possibly already pruned) student to cut.
@@ -198,146 +369,161 @@ def select_channels(
         width: fraction of ``base_widths`` to keep (the course's cumulative ``width_mult``).
         base_widths: the unpruned widths; a pruned model must pass its original's. Defaults to
             the model's own widths.
-        mode: "layer" or "global".
-        min_channels: per-layer floor.
+        mode, min_channels, round_to: see ``choose``.
         blocks: prunable width indices (used with ``width``).
-        round_to: every kept count is a multiple of this (see ``round_width``).
     """
     if (targets is None) == (width is None):
         raise ValueError("select_channels: give exactly one of targets or width")
-    if mode not in MODES:
-        raise ValueError(f"select_channels: mode must be one of {MODES}, got {mode!r}")
-    current = widths_of(model)
     if targets is None:
-        targets = target_widths(base_widths if base_widths is not None else current, width, blocks)
+        targets = target_widths(base_widths if base_widths is not None else widths_of(model), width, blocks)
     _check_blocks(list(targets))
-    if min_channels < 1:
-        raise ValueError(f"select_channels: min_channels must be >= 1, got {min_channels}")
-    if round_to < 1:
-        raise ValueError(f"select_channels: round_to (prune.round_to) must be >= 1, got {round_to}")
-
-    floors = {j: min(min_channels, current[j]) for j in targets}
-    # stable sorts: equal |gamma| never make the choice depend on the sort implementation
-    ranked = {j: torch.argsort(importance(model, j), descending=True, stable=True) for j in targets}
-
-    if mode == "layer":
-        counts = {}
-        for j, k in targets.items():
-            if k > current[j] + round_to - 1:
-                raise ValueError(f"select_channels: width {j} has {current[j]} channels, cannot keep {k}")
-            counts[j] = max(k, floors[j])
-    else:
-        budget = sum(targets.values())
-        budget = max(sum(floors.values()), min(budget, sum(current[j] for j in targets)))
-        # the pool: every channel not reserved by a floor, ranked together by |gamma|
-        layer_ids = torch.cat([torch.full((current[j] - floors[j],), j) for j in targets])
-        scores = torch.cat([importance(model, j)[ranked[j][floors[j]:]] for j in targets])
-        order = torch.argsort(scores, descending=True, stable=True)[: budget - sum(floors.values())]
-        # the stable sorts make each layer's share a prefix of its own ranking: only counts matter
-        counts = {j: floors[j] + int((layer_ids[order] == j).sum()) for j in targets}
-    counts = {j: round_width(n, current[j], round_to, floors[j]) for j, n in counts.items()}
-    return {j: torch.sort(ranked[j][:n]).values.long() for j, n in counts.items()}
+    graph = Graph(model, list(targets))
+    scores = {j: graph.groups[_group_name(j)].importance() for j in targets}
+    return choose(scores, targets, mode=mode, min_channels=min_channels, round_to=round_to)
 
 
-def _validate_keep(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    _check_blocks(list(keep))
-    current = widths_of(model)
+def _validate_keep(channels: Mapping[str, int], keep: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for j, idx in keep.items():
+        if j not in channels:
+            raise ValueError(f"keep: {j!r} is not a prunable group (known: {', '.join(channels)})")
         idx = torch.as_tensor(idx, dtype=torch.long).cpu().flatten()
         uniq = torch.unique(idx)  # sorted
-        if len(uniq) != len(idx) or len(idx) == 0 or idx.min() < 0 or idx.max() >= current[j]:
-            raise ValueError(f"keep[{j}] must be distinct indices in 0..{current[j] - 1}, at least one")
+        if len(uniq) != len(idx) or len(idx) == 0 or idx.min() < 0 or idx.max() >= channels[j]:
+            raise ValueError(f"keep[{j}] must be distinct indices in 0..{channels[j] - 1}, at least one")
         out[j] = uniq
     return out
 
 
+def _by_name(keep: Mapping[int | str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {(_group_name(j) if isinstance(j, int) else j): v for j, v in keep.items()}
+
+
+def _blocks_of(keep: Mapping[int | str, torch.Tensor], model: nn.Module) -> Sequence[int]:
+    if not isinstance(model, StudentNet):
+        return PRUNABLE_BLOCKS
+    blocks = [j if isinstance(j, int) else int(j.split(".")[1]) for j in keep]
+    _check_blocks(blocks)
+    return blocks
+
+
 @torch.no_grad()
-def prune_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
-    """A new, smaller dense StudentNet holding only the kept channels; ``model`` is unchanged.
+def prune_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.Module:
+    """A new, smaller dense copy of ``model`` holding only the kept channels; ``model`` is unchanged.
+
+    The surgery is Torch-Pruning's: each group's dropped channels leave every coupled layer at once.
+    A StudentNet comes back as a clean ``StudentNet(widths=...)`` (the course's state_dict format).
 
     Args:
-        model: the student to cut.
-        keep: {width index: kept channel indices}, e.g. from ``select_channels``.
+        model: the net to cut.
+        keep: {group name (or StudentNet width index): kept channel indices}, e.g. from ``choose``.
     """
-    keep = _validate_keep(model, keep)
-    widths = widths_of(model)
-    for j, idx in keep.items():
-        widths[j] = len(idx)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    for j, idx in keep.items():
-        idx = idx.to(state[f"cnn.{j}.3.weight"].device)
-        for name in (f"cnn.{j}.3.weight", f"cnn.{j}.3.bias", f"cnn.{j + 1}.0.weight", f"cnn.{j + 1}.0.bias"):
-            state[name] = state[name][idx]
-        for stat in ("weight", "bias", "running_mean", "running_var"):
-            state[f"cnn.{j + 1}.1.{stat}"] = state[f"cnn.{j + 1}.1.{stat}"][idx]
-        # Conv2d(x, y, 1).weight is (y, x, 1, 1): the consumer's inputs are dim 1
-        state[f"cnn.{j + 1}.3.weight"] = state[f"cnn.{j + 1}.3.weight"][:, idx]
-    ref = next(model.parameters())
-    new = StudentNet(widths=widths, num_classes=model.num_classes).to(device=ref.device, dtype=ref.dtype)
-    new.load_state_dict(state, strict=True)
+    new = copy.deepcopy(model)
+    graph = Graph(new, _blocks_of(keep, model))
+    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, _by_name(keep))
+    for name, idx in keep.items():
+        if len(idx) < graph.groups[name].channels:
+            graph.drop_group(name, idx).prune()
+    if isinstance(model, StudentNet):
+        student = StudentNet(widths=widths_of(new), num_classes=model.num_classes)
+        student.load_state_dict(new.state_dict(), strict=True)
+        ref = next(model.parameters())
+        new = student.to(device=ref.device, dtype=ref.dtype)
     return new.train(model.training)
 
 
-@torch.no_grad()
-def mask_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
-    """A copy of ``model`` with the pruned channels silenced: the exactness reference for ``prune_student``.
+def prune_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
+    """``prune_model`` for StudentNet, keyed by width index (the course's view)."""
+    _check_blocks(list(keep))
+    return prune_model(model, keep)
 
-    Why zeroing the BN's gamma AND beta is the same as removing the channel: the BN computes
-    ``gamma * (x - mean) / sqrt(var + eps) + beta``, which is exactly 0 for any finite x when
-    gamma = beta = 0 (in train and eval mode). ReLU6(0) = 0, so the consumer pointwise's column
-    for that channel multiplies zeros and adds nothing. Upstream, the producer pointwise's row and
-    the depthwise filter (groups = channels, so filter c reads only channel c) feed nothing but
-    this BN entry. Hence the dense pruned net computes what this masked net computes, up to
-    float rounding. (Zeroing gamma alone would leave the constant ReLU6(beta) flowing on: the
-    original net is *not* the reference, and that gap is what fine-tuning recovers.)
+
+@torch.no_grad()
+def mask_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with the dropped channels silenced: the exactness reference for ``prune_model``.
+
+    Every BatchNorm of a group gets gamma = beta = 0 on the dropped channels. Why that equals removing
+    them: such a BN outputs exactly 0 for any finite input (train and eval mode); the activations
+    used after BNs in the supported nets map 0 to 0 (ReLU, ReLU6, Hardswish, SiLU), so every consumer
+    layer's input column for the channel multiplies zeros. Residual adds are safe because tracing couples
+    the whole residual stream into one group: every BN feeding the add is zeroed, so the sum is 0.
+    Squeeze-excitation is safe for the same reason: its pooled input of a silenced channel is 0, and
+    its output scale multiplies that channel's zeros. (Zeroing gamma alone would leave ``act(beta)``
+    flowing on: the original net is *not* the reference, and that gap is what fine-tuning recovers.)
+    A net whose group holds a channel that reaches a consumer through no BN, or through an activation
+    with f(0) != 0 (e.g. sigmoid), would not be exact this way; none of the tested archs has one.
 
     Args:
-        model: the student (unchanged).
-        keep: {width index: kept channel indices}.
+        model: the net (unchanged).
+        keep: {group name (or StudentNet width index): kept channel indices}.
     """
-    keep = _validate_keep(model, keep)
     masked = copy.deepcopy(model)
-    for j, idx in keep.items():
-        bn = bn_of(masked, j)
-        drop = torch.ones(bn.num_features, dtype=torch.bool, device=bn.weight.device)
-        drop[idx.to(bn.weight.device)] = False
-        bn.weight[drop] = 0.0
-        bn.bias[drop] = 0.0
+    graph = Graph(masked, _blocks_of(keep, model))
+    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, _by_name(keep))
+    for name, idx in keep.items():
+        for bn, perm in graph.groups[name].bns:
+            drop = torch.ones(bn.num_features, dtype=torch.bool)
+            drop[torch.isin(perm, idx)] = False
+            drop = drop.to(bn.weight.device)
+            bn.weight[drop] = 0.0
+            bn.bias[drop] = 0.0
     return masked
 
 
+def mask_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
+    """``mask_model`` for StudentNet, keyed by width index."""
+    _check_blocks(list(keep))
+    return mask_model(model, keep)
+
+
 def slim(
-    model: StudentNet, width: float, cfg: PruneParams, base_widths: Optional[Sequence[int]] = None
-) -> tuple[StudentNet, dict[int, torch.Tensor]]:
-    """One pruning round's cut: choose channels by ``cfg`` and build the smaller net.
+    model: nn.Module, width: float, cfg: PruneParams, base_channels: Optional[Mapping[str, int]] = None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """One pruning round's cut on any arch: choose channels by ``cfg`` and build the smaller net.
 
     Args:
-        model: the parent student.
-        width: target fraction of ``base_widths`` (cumulative, like the course's ``width_mult``).
-        cfg: mode, floor, prunable blocks and rounding.
-        base_widths: widths of the original unpruned student (defaults to the model's own).
+        model: the parent net.
+        width: target fraction of ``base_channels`` per group (cumulative, like the course's ``width_mult``).
+        cfg: mode, floor, StudentNet's prunable blocks and rounding.
+        base_channels: {group name: channels} of the original unpruned net (defaults to the model's own).
 
     Returns:
-        (pruned student, {width index: kept channel indices of the parent}).
+        (pruned net, {group name: kept channel indices of the parent}).
     """
-    keep = select_channels(
-        model, width=width, base_widths=base_widths, mode=cfg.mode, min_channels=cfg.min_channels, blocks=cfg.blocks,
-        round_to=cfg.round_to,
-    )
-    return prune_student(model, keep), keep
+    graph = Graph(model, cfg.blocks)
+    scores = {n: g.importance() for n, g in graph.groups.items()}
+    base = dict(base_channels) if base_channels is not None else {n: g.channels for n, g in graph.groups.items()}
+    missing = [n for n in scores if n not in base]
+    if missing:
+        raise ValueError(f"base channels lack the groups {missing[:5]}: the parent was not pruned from this arch")
+    targets = {n: int(base[n] * width) for n in scores}
+    keep = choose(scores, targets, mode=cfg.mode, min_channels=cfg.min_channels, round_to=cfg.round_to)
+    return prune_model(model, keep), keep
+
+
+def base_channels_of(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> dict[str, int]:
+    """{group name: channels} of an unpruned net: what every round's ``width`` is a fraction of."""
+    return prunable_groups(model, blocks)
+
+
+def rebuild_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_kwargs`` that rebuild a pruned net: StudentNet's ``widths``, or any arch's ``structure`` (plain data)."""
+    if isinstance(model, StudentNet):
+        return {"widths": widths_of(model)}
+    return {**kwargs, "structure": structure_of(model)}
 
 
 def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[Callable[[nn.Module], None]]:
     """Network Slimming's sparsity term, as an ``after_backward(model)`` hook for the training loop.
 
-    Adds ``l1 * sign(gamma)`` (the subgradient of ``l1 * sum|gamma|``) to the gradient of each
-    prunable BN's weight, i.e. ``cnn.{j+1}.1`` for ``j`` in ``blocks``. Call it after
-    ``loss.backward()`` (and after unscaling under AMP), before ``optimizer.step()``.
+    Adds ``l1 * sign(gamma)`` (the subgradient of ``l1 * sum|gamma|``) to the gradient of every BatchNorm
+    of a prunable group (``prunable_bns``: for StudentNet ``cnn.{j+1}.1`` for ``j`` in ``blocks``; for
+    other archs every BN whose channels can be pruned). The groups are traced once per model, at the
+    first call. Call it after ``loss.backward()`` (and after unscaling under AMP), before ``optimizer.step()``.
 
     Args:
         l1: penalty strength; 0 returns None (no hook, no cost).
-        blocks: prunable width indices.
+        blocks: StudentNet's prunable width indices.
     """
     if l1 < 0:
         raise ValueError(f"slim.l1 must be >= 0, got {l1}")
@@ -345,11 +531,15 @@ def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[C
         return None
     _check_blocks(blocks)
     blocks = tuple(blocks)
+    traced: dict[int, list[nn.BatchNorm2d]] = {}  # id(model) -> its prunable BNs
 
     @torch.no_grad()
     def hook(model: nn.Module) -> None:
-        for j in blocks:
-            gamma = bn_of(model, j).weight
+        if id(model) not in traced:
+            traced.clear()  # one model per training run; never keep a stale one alive
+            traced[id(model)] = prunable_bns(model, blocks)
+        for bn in traced[id(model)]:
+            gamma = bn.weight
             if not gamma.requires_grad:
                 continue  # frozen: nothing will step it
             penalty = l1 * torch.sign(gamma)
@@ -361,6 +551,6 @@ def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[C
     return hook
 
 
-def keep_as_lists(keep: Mapping[int, torch.Tensor]) -> dict[str, list[int]]:
+def keep_as_lists(keep: Mapping[int | str, torch.Tensor]) -> dict[str, list[int]]:
     """``keep`` as plain JSON/checkpoint-friendly data (string keys, int lists)."""
-    return {str(j): [int(c) for c in idx] for j, idx in sorted(keep.items())}
+    return {str(j): [int(c) for c in idx] for j, idx in sorted(keep.items(), key=lambda kv: str(kv[0]))}

@@ -1,0 +1,231 @@
+"""Tests over the model registry (timm-style): every supported arch trains, prunes exactly, saves, loads and exports.
+
+Small on purpose (28 px, 3 classes, a handful of images) so the whole file runs in about a minute on 2 cores.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrink.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from shrink.config import ParamsError, validate
+from shrink.models import (
+    StudentNet, adapt_small_input, build_model, check_arch, count_params, student_kwargs, torchvision_archs,
+)
+from shrink.prune import (
+    Graph, PruneParams, base_channels_of, bn_l1_hook, mask_model, prunable_bns, prunable_groups, rebuild_kwargs, slim,
+)
+from shrink.quantize import save_fp16, save_int8, save_int8w, save_uint8
+from shrink.runtime import load_runtime
+
+ARCHS = ["studentnet", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"]
+CLASSES = ["a", "b", "c"]
+SIZE = 28
+
+
+def make(arch: str) -> nn.Module:
+    """A student as the stages build it, with BN statistics and gammas that are not the init's."""
+    torch.manual_seed(0)
+    model = build_model(arch, len(CLASSES), **student_kwargs(arch, 16, 1.0, small_input=True))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.05)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model.eval()
+
+
+def images(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def ckpt_of(model: nn.Module, arch: str, kwargs: dict) -> dict:
+    return {"model": arch, "model_kwargs": kwargs, "num_classes": len(CLASSES),
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "params": {},
+            "data": {"classes": CLASSES, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": SIZE}}
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def cut(request):
+    """(arch, unpruned, pruned, keep, kwargs of the pruned) for one arch: one 0.5-width layer-mode round."""
+    arch = request.param
+    model = make(arch)
+    pruned, keep = slim(model, 0.5, PruneParams(round_to=8))
+    kwargs = rebuild_kwargs(pruned, student_kwargs(arch, 16, 1.0, small_input=True))
+    return arch, model, pruned, keep, kwargs
+
+
+def test_training_step_with_l1(cut):
+    """One SGD step at 28 px: finite loss, every parameter gets a gradient, slim.l1 moves the prunable gammas."""
+    arch, model, *_ = cut
+    model = make(arch).train()
+    x, y = images(4), torch.tensor([0, 1, 2, 0])
+    out = model(x)
+    assert out.shape == (4, len(CLASSES))
+    loss = F.cross_entropy(out, y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    bns = prunable_bns(model)
+    assert bns and all(isinstance(b, nn.BatchNorm2d) for b in bns)
+    before = {id(b): b.weight.grad.clone() for b in bns}
+    bn_l1_hook(0.5)(model)
+    for b in bns:
+        torch.testing.assert_close(b.weight.grad - before[id(b)], 0.5 * torch.sign(b.weight.detach()))
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+
+
+def test_pruning_is_exact_and_smaller(cut):
+    """The pruned net computes what the original computes with the dropped channels' gamma and beta zeroed
+    (eval mode), every prunable group shrinks to about half, and the parameter count drops."""
+    arch, model, pruned, keep, _ = cut
+    groups = prunable_groups(model)
+    if arch == "studentnet":  # the course's blocks 3..6 only
+        assert list(groups) == [f"cnn.{j}.3" for j in (3, 4, 5, 6)]
+    else:  # every group with a BN, never the classifier's output
+        assert len(groups) >= 8
+    assert set(keep) == set(groups)
+    after = prunable_groups(pruned)
+    assert set(after) == set(groups)  # names are stable across rounds
+    for name, n in groups.items():
+        assert after[name] == len(keep[name]) <= n
+        if n >= 16:
+            assert after[name] < n and after[name] % 8 == 0, (name, n, after[name])
+    assert count_params(pruned) < 0.75 * count_params(model)
+    x = images()
+    ref = logits(mask_model(model, keep), x)
+    torch.testing.assert_close(logits(pruned, x), ref, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(logits(model, x), ref, atol=1e-3)  # not vacuous: the cut changes the function
+    assert logits(pruned, x).shape == (3, len(CLASSES))
+
+
+def test_second_round_against_the_original_widths(cut):
+    """Round 2 sizes its groups against the unpruned net's channels, so it cuts further and stays exact."""
+    arch, model, pruned, _, _ = cut
+    if arch not in ("studentnet", "mobilenet_v3_small"):
+        pytest.skip("two archs suffice for the round logic (it is arch-independent); saves ~30 s")
+    base = base_channels_of(model)
+    again, keep2 = slim(pruned, 0.3, PruneParams(round_to=1, min_channels=1), base)
+    for name, idx in keep2.items():
+        assert len(idx) == max(1, int(base[name] * 0.3)) or len(idx) == prunable_groups(pruned)[name]
+    assert count_params(again) < count_params(pruned)
+    x = images()
+    torch.testing.assert_close(logits(again, x), logits(mask_model(pruned, keep2), x), atol=2e-5, rtol=1e-4)
+
+
+def test_checkpoint_round_trip_weights_only(cut, tmp_path):
+    """A pruned checkpoint is plain data (weights_only=True loads it); loading rebuilds the arch, applies the
+    stored structure and loads the weights strictly: same logits."""
+    arch, _, pruned, _, kwargs = cut
+    path = tmp_path / "prune_1.pt"
+    save_checkpoint(path, pruned, name=arch, model_kwargs=kwargs, num_classes=len(CLASSES),
+                    data_meta=ckpt_of(pruned, arch, kwargs)["data"], params={})
+    raw = torch.load(path, weights_only=True)
+    assert raw["model"] == arch
+    if arch == "studentnet":  # the course's state_dict format: widths, no structure
+        assert set(raw["model_kwargs"]) == {"widths"} and list(raw["state_dict"])[0] == "cnn.0.0.weight"
+    else:
+        assert all(isinstance(v, list) for v in raw["model_kwargs"]["structure"].values())
+    back = model_from_checkpoint(load_checkpoint(path))
+    x = images()
+    assert torch.equal(logits(back, x), logits(pruned, x))
+
+
+def test_export_and_load_every_artifact(cut, tmp_path):
+    """fp16, uint8, int8 and int8w artifacts of a pruned net load through the one loader and agree with fp32."""
+    arch, _, pruned, _, kwargs = cut
+    ckpt = ckpt_of(pruned, arch, kwargs)
+    x = images(4)
+    ref = logits(pruned, x)
+    calib = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    for kind, save in (("fp16", save_fp16), ("uint8", save_uint8), ("int8", None), ("int8w", save_int8w)):
+        path = tmp_path / f"m.{kind}.{'onnx' if kind.startswith('int8') else 'pt'}"
+        save_int8(ckpt, calib, path) if kind == "int8" else save(ckpt, path)
+        rt = load_runtime(path)
+        assert rt.kind == kind
+        out = rt(x)
+        assert out.shape == ref.shape and torch.isfinite(out).all()
+        if kind in ("fp16", "int8w"):  # near-lossless: same predictions on the whole
+            assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75, kind
+
+
+# ---------------------------------------------------------------- registry rules
+
+def test_small_input_adaptation():
+    """Stem stride 1 (and ResNet's stem max-pool gone): 4x (16x) the positions after the stem, same weights."""
+    for arch, factor in (("mobilenet_v3_small", 2), ("resnet18", 4)):
+        plain, small = build_model(arch, 3), build_model(arch, 3, small_input=True)
+        assert [k for k in plain.state_dict()] == [k for k in small.state_dict()]
+        feats = {}
+        stem = "features.0" if arch.startswith("mobilenet") else "layer1"
+        for name, m in (("plain", plain), ("small", small)):
+            m.get_submodule(stem).register_forward_hook(lambda mod, i, o, name=name: feats.__setitem__(name, o.shape))
+            m.eval()(images(1))
+        assert feats["small"][-1] == feats["plain"][-1] * factor or feats["small"][-1] >= feats["plain"][-1] * factor - 1
+
+
+def test_unsupported_archs_are_params_errors():
+    """Unknown names, nets without BatchNorm and Torch-Pruning's known failure are refused up front, by name."""
+    for arch, why in (("no_such_net", "unknown model"), ("convnext_tiny", "no BatchNorm2d"),
+                      ("shufflenet_v2_x0_5", "ZeroDivisionError")):
+        with pytest.raises(ValueError, match=why):
+            check_arch(arch, "student")
+        with pytest.raises(ParamsError, match=rf"student_net.arch: .*{arch}"):
+            validate({"student_net": {"arch": arch}})
+    check_arch("convnext_tiny", "teacher")  # a teacher need not be slimmable
+    with pytest.raises(ParamsError, match="teacher.arch"):
+        validate({"teacher": {"arch": "no_such_net"}})
+    assert "mobilenet_v3_small" in torchvision_archs() and "resnet18" in torchvision_archs()
+    validate({"student_net": {"arch": "mobilenet_v3_small"}, "teacher": {"arch": "mobilenet_v2"}})
+
+
+def test_structure_mismatch_is_an_artifact_error(tmp_path):
+    pruned, _ = slim(make("mobilenet_v3_small"), 0.5, PruneParams())
+    kwargs = rebuild_kwargs(pruned, {"small_input": True})
+    kwargs["structure"] = {**kwargs["structure"], "features.99.conv": [1, 2, 1]}
+    save_checkpoint(tmp_path / "bad.pt", pruned, name="mobilenet_v3_small", model_kwargs=kwargs, num_classes=3,
+                    data_meta=ckpt_of(pruned, "x", {})["data"], params={})
+    with pytest.raises(ValueError, match="features.99.conv"):
+        model_from_checkpoint(tmp_path / "bad.pt")
+
+
+# ---------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_dvc_repro_with_a_torchvision_student(tmp_path):
+    """The whole tiny pipeline with `student_net.arch: mobilenet_v3_small`: every round is physically smaller,
+    its checkpoints rebuild from plain data, and every artifact is evaluated."""
+    import json
+
+    from conftest import dvc, make_project
+
+    def edit(params):
+        params["student_net"].update(arch="mobilenet_v3_small", small_input=True)
+        params["slim"]["l1"] = 1e-4
+
+    proj = make_project(tmp_path / "proj", edit=edit)
+    dvc(proj, "repro")
+    params = [json.loads((proj / "metrics" / f"{m}.json").read_text())["params"] for m in ("student", "distill")]
+    for r in ("prune_1", "prune_2", "prune_3"):
+        m = json.loads((proj / "metrics" / "prune" / f"{r}.json").read_text())
+        assert m["params"] < params[-1], r  # every round is physically smaller than its parent
+        params.append(m["params"])
+        ckpt = torch.load(proj / "models" / f"{r}.pt", weights_only=True)
+        assert ckpt["model"] == "mobilenet_v3_small" and ckpt["model_kwargs"]["small_input"] is True
+        assert count_params(model_from_checkpoint(ckpt)) == m["params"]
+        assert set(m["channels"]) == set(ckpt["base_channels"])
+    ev = json.loads((proj / "metrics" / "evaluate.json").read_text())
+    for k in ("fp16", "uint8", "int8", "int8w"):
+        assert 0.0 <= ev[f"prune_3.{k}"]["test_acc"] <= 1.0
+    assert ev["prune_3"]["params"] == params[-1] < ev["distill"]["params"]
