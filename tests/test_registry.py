@@ -203,29 +203,36 @@ def test_structure_mismatch_is_an_artifact_error(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 @pytest.mark.slow
-def test_dvc_repro_with_a_torchvision_student(tmp_path):
-    """The whole tiny pipeline with `student_net.arch: mobilenet_v3_small`: every round is physically smaller,
-    its checkpoints rebuild from plain data, and every artifact is evaluated."""
+def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
+    """The tiny pipeline with `student_net.arch: mobilenet_v3_small` (reusing the shared tiny project's prepared
+    data and teacher): every round is physically smaller, its checkpoints rebuild from plain data, and every
+    artifact is evaluated. Two rounds and one quantized model keep it to a few minutes; the small-input stem
+    is covered by test_small_input_adaptation."""
     import json
 
-    from conftest import dvc, make_project
+    import yaml
 
-    def edit(params):
-        params["student_net"].update(arch="mobilenet_v3_small", small_input=True)
-        params["slim"]["l1"] = 1e-4
+    from conftest import copy_project, dvc
 
-    proj = make_project(tmp_path / "proj", edit=edit)
-    dvc(proj, "repro")
+    proj = copy_project(tiny_run, tmp_path / "proj")
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["student_net"].update(arch="mobilenet_v3_small", small_input=False)
+    params["slim"]["l1"] = 1e-4
+    params["prune"]["rounds"] = dict(list(params["prune"]["rounds"].items())[:2])
+    params["quantize"]["models"] = ["prune_2"]
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = dvc(proj, "repro")
+    assert "Running stage 'teacher'" not in proc.stdout  # the teacher and the data are reused
     params = [json.loads((proj / "metrics" / f"{m}.json").read_text())["params"] for m in ("student", "distill")]
-    for r in ("prune_1", "prune_2", "prune_3"):
+    for r in ("prune_1", "prune_2"):
         m = json.loads((proj / "metrics" / "prune" / f"{r}.json").read_text())
         assert m["params"] < params[-1], r  # every round is physically smaller than its parent
         params.append(m["params"])
         ckpt = torch.load(proj / "models" / f"{r}.pt", weights_only=True)
-        assert ckpt["model"] == "mobilenet_v3_small" and ckpt["model_kwargs"]["small_input"] is True
+        assert ckpt["model"] == "mobilenet_v3_small" and ckpt["model_kwargs"]["small_input"] is False
         assert count_params(model_from_checkpoint(ckpt)) == m["params"]
         assert set(m["channels"]) == set(ckpt["base_channels"])
     ev = json.loads((proj / "metrics" / "evaluate.json").read_text())
     for k in ("fp16", "uint8", "int8", "int8w"):
-        assert 0.0 <= ev[f"prune_3.{k}"]["test_acc"] <= 1.0
-    assert ev["prune_3"]["params"] == params[-1] < ev["distill"]["params"]
+        assert 0.0 <= ev[f"prune_2.{k}"]["test_acc"] <= 1.0
+    assert ev["prune_2"]["params"] == params[-1] < ev["distill"]["params"]
