@@ -230,8 +230,9 @@ def shipped_sections(name: str, rule: str, verdicts: dict, entries: list[Entry],
     e = next(x for x in entries if x.name == name)
     det = {"name": name, "artifact": str(e.run.path), "kind": e.kind, "runtime": e.run.label, "bytes": e.bytes,
            "test_acc": ev[name]["test_acc"], "parent": e.source, "acc_vs_parent": ev[name].get("acc_vs_source"),
-           "rule": rule}
-    timing: dict[str, Any] = {"name": name}
+           # the rule's *name* only: which branch of it applied depends on the timings, so that goes to latency.json
+           "rule": "auto" if p.ship == "auto" else f"forced: evaluate.ship = {p.ship}"}
+    timing: dict[str, Any] = {"name": name, "latency_rule_applied": rule}
     for b in p.batch_sizes:
         timing[f"latency_b{b}_ms"] = lat[name][f"latency_b{b}_ms"]
         timing[f"min_b{b}_ms"] = lat[name][f"min_b{b}_ms"]
