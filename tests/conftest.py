@@ -85,11 +85,16 @@ def make_project(dest: Path, edit=None) -> Path:
         edit(params)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / ".gitignore").write_text("__pycache__/\n")
+    return init_repo(dest, "tiny project")
+
+
+def init_repo(dest: Path, message: str) -> Path:
+    """Make ``dest`` a git + DVC repo (analytics off) and commit everything in it."""
     git(dest, "init", "-q", "-b", "main")
     dvc(dest, "init", "-q")
     dvc(dest, "config", "core.analytics", "false")
     git(dest, "add", "-A")
-    git(dest, "commit", "-qm", "tiny project")
+    git(dest, "commit", "-qm", message)
     return dest
 
 

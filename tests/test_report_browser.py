@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import ROOT, copy_project, dvc, git
+from conftest import ROOT, copy_project, dvc, init_repo
 from shrink import offline_plots
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -146,12 +146,7 @@ def csv_project(tmp_path_factory) -> Path:
     proj.mkdir()
     (proj / "acc.csv").write_text("step,acc\n0,0.50\n1,0.71\n2,0.80\n3,0.84\n")
     (proj / "dvc.yaml").write_text("plots:\n  - acc.csv:\n      x: step\n      y: acc\n")
-    git(proj, "init", "-q", "-b", "main")
-    dvc(proj, "init", "-q")
-    dvc(proj, "config", "core.analytics", "false")
-    git(proj, "add", "-A")
-    git(proj, "commit", "-qm", "plots")
-    return proj
+    return init_repo(proj, "plots")
 
 
 def test_dvc_default_page_is_blank_offline(browser, csv_project: Path, tmp_path: Path):
