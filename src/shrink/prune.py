@@ -226,11 +226,6 @@ def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> l
     return list(seen.values())
 
 
-def bn_of(model: StudentNet, j: int) -> nn.BatchNorm2d:
-    """The BatchNorm whose gammas rank StudentNet's channels of width index ``j`` (``cnn.{j+1}.1``)."""
-    return model.cnn[j + 1][1]
-
-
 def importance(model: nn.Module, j: int | str) -> torch.Tensor:
     """The importance of group ``j`` (StudentNet width index or group name): its BNs' mean ``|gamma|``."""
     return Graph(model).groups[_group_name(j) if isinstance(j, int) else j].importance()
