@@ -113,6 +113,54 @@ def test_uint8_artifact_size_self_contained_and_loads(tmp_path):
     assert (out - ref).abs().max().item() < 0.1 * ref.abs().max().item()
 
 
+def _course_decode8(fname):
+    """The course notebook's ``decode8`` (NTU ML2020 HW7), as it reads an ``encode8`` file."""
+    import pickle
+
+    import numpy as np
+
+    params = pickle.load(open(fname, "rb"))
+    custom_dict = {}
+    for (name, param) in params.items():
+        if type(param) == tuple:
+            min_val, max_val, param = param
+            param = np.float64(param)
+            param = (param / 255 * (max_val - min_val)) + min_val
+            param = torch.tensor(param)
+        else:
+            param = torch.tensor(param)
+        custom_dict[name] = param
+    return custom_dict
+
+
+def test_course_layout_export_loads_with_the_course_decode8(tmp_path, capsys):
+    from shrink import cli
+
+    model = _student_with_stats(num_classes=11)
+    model.cnn[0][1].bias.data.zero_()  # a constant tensor: the course's encode8 would store NaNs here
+    ckpt_path = tmp_path / "distill.pt"
+    torch.save(_ckpt(model, FOOD11), ckpt_path)
+    out = tmp_path / "8_bit_model.pkl"
+    assert cli.main(["export-course", str(ckpt_path), str(out)]) == 0
+    assert f"{os.path.getsize(out):,} bytes" in capsys.readouterr().out
+    assert os.path.getsize(out) <= 300_000
+
+    course_net = StudentNet(base=16, width_mult=1, num_classes=11)  # what the notebook builds
+    course_net.load_state_dict(_course_decode8(out))
+    course_net.eval()
+    assert torch.equal(course_net.state_dict()["cnn.0.1.bias"], torch.zeros(model.cnn[0][1].bias.shape))
+    # same scheme as our uint8 artifact: the same network
+    save_uint8(_ckpt(model, FOOD11), tmp_path / "u.pt")
+    ours = load_runtime(tmp_path / "u.pt").model
+    x = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(course_net(x), ours(x), atol=1e-5)
+
+    # errors name the file, one line, exit 1
+    assert cli.main(["export-course", str(tmp_path / "missing.pt"), str(tmp_path / "x.pkl")]) == 1
+    assert "missing.pt" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
+
+
 def test_fp16_artifact_loads_as_float32_and_agrees(tmp_path):
     model = _student_with_stats(num_classes=11)
     path = tmp_path / "student_fp16.pt"
