@@ -1,4 +1,4 @@
-"""The ``shrink`` command: ``shrink predict PATH...`` and ``shrink bench``.
+"""The ``shrink`` command: ``shrink predict PATH...``, ``shrink bench`` and ``shrink weights ARCH``.
 
 The pipeline itself runs through ``dvc repro``; this command is for using its results.
 """
@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "predict": ("shrink.predict", "classify image files or folders with a shipped artifact"),
     "bench": ("shrink.bench", "measure size, accuracy, latency and pipeline cost as ratios"),
+    "weights": ("shrink.weights", "print the path of a packaged pretrained weights file (for dvc import-url)"),
 }
 
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<9} {help}" for name, (_, help) in COMMANDS.items()]
-        print("usage: shrink {predict,bench} ...\n\ncommands:\n" + "\n".join(lines) +
+        print("usage: shrink {predict,bench,weights} ...\n\ncommands:\n" + "\n".join(lines) +
               "\n\nRun 'shrink COMMAND --help' for a command's options. The pipeline runs with 'dvc repro'.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
