@@ -308,15 +308,15 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
                       ("student", StudentParams), ("distill", DistillParams), ("slim", SlimParams),
                       ("quantize", QuantizeParams)):
         typed[name] = section(params, name, cls)
+    if typed["teacher"].small_input and not _defined_in("models", "supports_small_input")(typed["teacher"].arch):
+        raise ParamsError(f"params.yaml: teacher.small_input: not supported by {typed['teacher'].arch} "
+                          f"(use teacher.input_size to feed it larger images)")
     check_arch = _defined_in("models", "check_arch")
     for key, role in (("student_net", "student"), ("teacher", "teacher")):
         try:
             check_arch(typed[key].arch, role)
         except ValueError as e:
             raise ParamsError(f"params.yaml: {key}.arch: {e}") from None
-    if typed["teacher"].small_input and not _defined_in("models", "supports_small_input")(typed["teacher"].arch):
-        raise ParamsError(f"params.yaml: teacher.small_input: not supported by {typed['teacher'].arch} "
-                          f"(use teacher.input_size to feed it larger images)")
     typed["prune"] = prune_sections(params)
     rounds = typed["prune"]["rounds"]
     models = {"teacher", "student", "distill", *rounds}
