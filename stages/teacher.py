@@ -1,21 +1,31 @@
-"""teacher: train a torchvision ResNet18 (from scratch, or from local ImageNet weights)."""
+"""teacher: train a torchvision classifier (or EfficientNet-Lite0) from scratch, or fine-tune it from a tracked
+weights file under weights/ (teacher.weights)."""
 from shrink.config import stage_errors
 
 with stage_errors("teacher"):
     from shrink.config import TeacherParams, load_params, section, seed_of
     from shrink.data import load_meta
-    from shrink.models import build_model
+    from shrink.models import build_model, teacher_kwargs
     from shrink.distributed import relaunch
     from shrink.pipeline import as_params, run_training, stage_args
+    from shrink.pretrained import load_backbone, resolve
     from shrink.train import seed_everything
 
-    args = stage_args(__doc__)
+    args = stage_args(__doc__, lambda ap: ap.add_argument(
+        "--weights-dir", default="weights", help="the folder dvc.yaml declares as the teacher's weights dependency"))
     params = load_params(args.params)  # the whole file is checked before any work
     p, seed = section(params, "teacher", TeacherParams), seed_of(params)
+    weights = resolve(p.weights, args.weights_dir) if p.weights else None  # a missing file fails before torchrun
     relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
-    kwargs = {"pretrained": p.pretrained, "small_input": p.small_input}
-    model = build_model(p.arch, len(load_meta(args.data)["classes"]), **kwargs)
+    meta = load_meta(args.data)
+    kwargs = teacher_kwargs(p.arch, p.small_input, p.input_size, p.input_norm, weights is not None,
+                            meta["image_size"], meta["mean"], meta["std"])
+    model = build_model(p.arch, len(meta["classes"]), **kwargs)
+    source = load_backbone(model, weights, p.arch) if weights else None  # checked: hash, weights_only, keys
     run_training(model, name=p.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
                  resolved=as_params(seed=seed, teacher=p), data_dir=args.data, out=args.out,
-                 metrics_path=args.metrics, live_dir=args.live, desc="teacher")
+                 metrics_path=args.metrics, live_dir=args.live, desc="teacher", backbone_lr_mult=p.backbone_lr_mult,
+                 extra_metrics={"weights": source, "input_size": p.input_size or meta["image_size"],
+                                "input_norm": kwargs.get("input_norm", {}).get("name", "data")},
+                 extra_ckpt={"weights": source})

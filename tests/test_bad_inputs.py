@@ -157,6 +157,15 @@ PARAMS_CASES = [
     (setp("distill.alpha", 2), "distill.alpha", "[0, 1]"),
     (setp("teacher.train", 5), "teacher.train", "expected a mapping"),
     (lambda p: p["prune"]["rounds"]["prune_1"].pop("width"), "prune.rounds.prune_1.width", "missing"),
+    (setp("teacher.weights", "/home/me/resnet18.pth"), "teacher.weights", "inside the project"),
+    (setp("teacher.weights", "weights/../resnet18.pth"), "teacher.weights", "inside the project"),
+    (setp("teacher.input_size", 4), "teacher.input_size", "between 8 and 1024"),
+    (setp("teacher.input_norm", "imagenet1k"), "teacher.input_norm", "one of"),
+    (setp("teacher.backbone_lr_mult", 0), "teacher.backbone_lr_mult", "(0, 1]"),
+    (lambda p: p["teacher"].update(pretrained="imagenet"), "teacher.pretrained", "replaced by teacher.weights"),
+    (lambda p: p["teacher"].update(arch="efficientnet_lite0", small_input=True), "teacher.small_input",
+     "input_size"),
+    (setp("student_net.arch", "efficientnet_lite0"), "student_net.arch", "teacher only"),
 ]
 
 
@@ -391,6 +400,55 @@ def test_teacher_of_other_classes(proj, monkeypatch, capsys):
                     num_classes=5, data_meta={**{k: meta[k] for k in ("mean", "std", "image_size")},
                                               "classes": list("abcde")}, params={})
     assert_refused(proj, "distill", monkeypatch, capsys, "models/teacher.pt", "other classes")
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory) -> Path:
+    """A resnet18 state_dict (random: it stands in for ImageNet weights, same keys and shapes)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(build_model("resnet18", 1000).state_dict(), path)
+    return path
+
+
+def _write_weights(kind: str, good: Path, folder: Path) -> str:
+    """A bad weights file under ``folder``; returns its teacher.weights path."""
+    folder.mkdir(exist_ok=True)
+    if kind == "missing":
+        return "weights/resnet18.pth"
+    if kind == "outside":
+        shutil.copy(good, folder.parent / "models/resnet18.pth")
+        return "models/resnet18.pth"
+    if kind == "hash":
+        shutil.copy(good, folder / "resnet18-deadbeef.pth")  # torchvision's naming, but not its sha256
+        return "weights/resnet18-deadbeef.pth"
+    path = folder / "resnet18.pth"
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[:4000])
+    elif kind == "pickle":
+        torch.save({"conv1.weight": Payload()}, path)
+    elif kind == "not-a-state-dict":
+        torch.save([1, 2, 3], path)
+    elif kind == "other-arch":
+        torch.save(build_model("mobilenet_v3_small", 1000).state_dict(), path)
+    return "weights/resnet18.pth"
+
+
+WEIGHTS_CASES = {
+    "missing": ("weights file not found", "dvc import-url"),
+    "outside": ("teacher.weights", "not inside weights/"),
+    "hash": ("resnet18-deadbeef.pth", "does not start with deadbeef"),
+    "truncated": ("resnet18.pth", "corrupt"),
+    "pickle": ("resnet18.pth", "not a trusted"),
+    "not-a-state-dict": ("resnet18.pth", "not a state_dict"),
+    "other-arch": ("resnet18.pth", "does not fit teacher.arch resnet18", "missing conv1.weight"),
+}
+
+
+@pytest.mark.parametrize("kind", WEIGHTS_CASES)
+def test_bad_teacher_weights_are_refused_before_training(proj, monkeypatch, capsys, resnet18_weights, kind):
+    edit_params(proj, setp("teacher.weights", _write_weights(kind, resnet18_weights, proj / "weights")))
+    assert_refused(proj, "teacher", monkeypatch, capsys, *WEIGHTS_CASES[kind])
+    assert not list(proj.parent.rglob("PWNED"))
 
 
 def test_prepared_data_missing(proj, monkeypatch, capsys):

@@ -14,7 +14,6 @@ import ast
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, dvc, git, make_project, run
+from conftest import copy_project, dvc, git, isolate_aws, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -130,12 +129,6 @@ def stage_script(cmd: str) -> str:
     m = re.search(r"\bpython (stages/\w+\.py)", cmd)
     assert m, f"stage command does not run a stages/*.py script: {cmd}"
     return m.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ shared runs
@@ -599,43 +592,10 @@ def test_checkpoints_round_trip_through_a_local_folder_remote(tiny_run, tmp_path
     clone_and_pull(proj, tmp_path / "colleague")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 (started and stopped here)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"moto server exited ({proc.returncode}), see {log.name}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not open its port in 60 s"
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-
-
 def test_checkpoints_round_trip_through_s3(tiny_run, tmp_path, s3_endpoint, monkeypatch):
     import boto3
 
-    # only the dummy keys below may reach the server: no profile, env key or metadata service
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws(monkeypatch, tmp_path)  # only the dummy keys below may reach the server
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket="shrink-dvc")

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from .runtime import busy_warnings, interleaved
 
 # What a copy of the project needs to run its pipeline (as tests/conftest.make_project copies).
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "weights", ".dvcignore")
 FP32_MODELS = ("teacher", "student", "distill")  # then the pruning rounds, in params order
 BATCHES = (1, 64)
 

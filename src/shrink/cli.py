@@ -1,4 +1,5 @@
-"""The ``shrink`` command: ``shrink predict PATH...``, ``shrink bench`` and ``shrink export-course``.
+"""The ``shrink`` command: ``shrink predict PATH...``, ``shrink bench``, ``shrink weights ARCH`` and
+``shrink export-course MODEL OUT``.
 
 The pipeline itself runs through ``dvc repro``; this command is for using its results.
 """
@@ -10,6 +11,7 @@ import sys
 COMMANDS = {
     "predict": ("shrink.predict", "classify image files or folders with a shipped artifact"),
     "bench": ("shrink.bench", "measure size, accuracy, latency and pipeline cost as ratios"),
+    "weights": ("shrink.weights", "print the path of a packaged pretrained weights file (for dvc import-url)"),
     "export-course": ("shrink.course", "write a model in the course notebook's 8-bit pickle layout"),
 }
 
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<14} {help}" for name, (_, help) in COMMANDS.items()]
-        print("usage: shrink {predict,bench,export-course} ...\n\ncommands:\n" + "\n".join(lines) +
+        print("usage: shrink {" + ",".join(COMMANDS) + "} ...\n\ncommands:\n" + "\n".join(lines) +
               "\n\nRun 'shrink COMMAND --help' for a command's options. The pipeline runs with 'dvc repro'.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib

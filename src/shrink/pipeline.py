@@ -64,6 +64,7 @@ def run_training(
     extra_metrics: Optional[dict[str, Any]] = None,
     extra_ckpt: Optional[dict[str, Any]] = None,
     desc: str = "train",
+    backbone_lr_mult: float = 1.0,
 ) -> dict[str, Any]:
     """Train, evaluate on test, write checkpoint + summary + metrics; returns the metrics.
 
@@ -83,13 +84,14 @@ def run_training(
         loss_fn, after_backward: plug-ins of ``train.fit``.
         extra_metrics, extra_ckpt: stage-specific additions.
         desc: progress-bar label.
+        backbone_lr_mult: see ``train.make_optimizer``.
     """
     t0 = time.perf_counter()
     meta = load_meta(data_dir)
     train, val, test = (load_split(data_dir, s) for s in ("train", "val", "test"))
     ctx = context(select_device(cfg.device))
     result = fit(model, train, val, meta, cfg, seed=seed, loss_fn=loss_fn, after_backward=after_backward,
-                 live_dir=live_dir, desc=desc, ctx=ctx)
+                 live_dir=live_dir, desc=desc, ctx=ctx, backbone_lr_mult=backbone_lr_mult)
     model = result.model.to(ctx.device)
     _, test_acc = evaluate(model, test, normalizer(meta, ctx.device), cfg.eval_batch_size, ctx.device, ctx)
     model.cpu()

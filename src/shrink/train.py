@@ -106,11 +106,24 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
-def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
-    # no weight decay on BatchNorm and biases: decaying gammas would fight Network Slimming's ranking
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, cfg: TrainParams, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW or SGD over four groups: (backbone, output layer) x (weights, BatchNorm and biases).
+
+    Args:
+        backbone_lr_mult: the backbone's learning rate is ``cfg.lr`` times this, the output layer's ``cfg.lr``:
+            fine-tuning pretrained features gently while a fresh head learns fast.
+    """
+    from .models import output_layer_name
+
+    head = output_layer_name(model) + "." if backbone_lr_mult != 1 else None
+    groups = []
+    for is_head in (False, True):
+        params = [p for n, p in model.named_parameters() if (head is not None and n.startswith(head)) == is_head]
+        lr = cfg.lr * (1.0 if is_head else backbone_lr_mult)
+        # no weight decay on BatchNorm and biases: decaying gammas would fight Network Slimming's ranking
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr}]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
@@ -139,7 +152,9 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch
         if total < 4:
             return None
         pct = min(0.5, max(0.25, 2.0 / total))
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
+        # each group peaks at its own rate (the backbone's is lower when fine-tuning)
+        max_lr = [g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=pct)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if cfg.schedule == "constant":
@@ -288,6 +303,7 @@ def fit(
     device: torch.device | None = None,
     desc: str = "train",
     ctx: Dist | None = None,
+    backbone_lr_mult: float = 1.0,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
 
@@ -303,6 +319,7 @@ def fit(
         device: defaults to ``select_device(cfg.device)``.
         desc: label of the progress bar.
         ctx: the distributed context (``distributed.context``); default: join torchrun's group if any.
+        backbone_lr_mult: learning rate of everything but the output layer, relative to ``cfg.lr``.
     """
     ctx = ctx or context(device or select_device(cfg.device))
     device = ctx.device
@@ -316,7 +333,7 @@ def fit(
         loss_fn.prepare(train, norm, cfg, ctx)
 
     gen = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, backbone_lr_mult)
     steps = len(batch_starts(len(train.labels), cfg.batch_size, ctx.world))
     scheduler = make_scheduler(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None
