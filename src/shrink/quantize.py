@@ -250,7 +250,7 @@ def export_int8(
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
 ) -> None:
-    """Export ``model`` to a statically quantized int8 ONNX file (QDQ, per-channel weights), atomically.
+    """Export ``model`` to a statically quantized int8 ONNX file (QDQ, per-channel 7-bit weights), atomically.
 
     Args:
         model: the float network.
@@ -278,8 +278,12 @@ def export_int8(
         fp32, pre, int8 = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         export_onnx(model, x[:1], fp32)
         quant_pre_process(str(fp32), str(pre))  # shape inference + graph clean-up, as ORT recommends
+        # reduce_range: 7-bit weights. Without it, CPUs lacking VNNI (AVX2, AVX-512 without VNNI) saturate the
+        # u8 x s8 pair sums of their int8 kernels (vpmaddubsw): measured on an AVX2 machine, the distilled student
+        # lost 0.6 points and the pruned one 1.8-2.0 (0.8772 vs 0.8967 fp32); with it both stay within 0.05 points
+        # of fp32. The artifact is shipped to machines we don't know, so it must be right on all of them.
         quantize_static(
-            str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(int8))
