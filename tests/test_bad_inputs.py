@@ -577,7 +577,10 @@ def test_kill_9_mid_write_leaves_no_temp_in_an_output_folder(dvc_project):
 def test_ctrl_c_mid_stage_exits_130_without_traceback_or_output(dvc_project):
     proj = dvc_project
     cmd = [sys.executable, "stages/teacher.py", *STAGE_ARGS["teacher"], "--live", "dvclive/teacher"]
-    proc = subprocess.Popen(cmd, cwd=proj, env=env_of(proj), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child, as in a terminal: a background job of a non-interactive shell
+    # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and Python then installs no handler for it
+    proc = subprocess.Popen(cmd, cwd=proj, env=env_of(proj), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(proj / "dvclive/teacher/metrics.json", proc)  # an epoch has finished: mid-training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
