@@ -19,6 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from conftest import ROOT, copy_project, dvc, init_repo
 from shrink import offline_plots
+from shrink.io import sha256_file
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -125,7 +126,7 @@ def test_template_is_the_vendored_scripts_inlined():
     assert not re.search(r"<script[^>]*\bsrc=", page), "the page must not load scripts from anywhere"
     readme = (vendor / "README.md").read_text()
     for package, (version, name) in offline_plots.VERSIONS.items():
-        assert f"{package}@{version}" in readme and offline_plots.sha256(vendor / name) in readme, package
+        assert f"{package}@{version}" in readme and sha256_file(vendor / name) in readme, package
         assert (vendor / f"LICENSE.{package}").read_text().startswith("Copyright (c)"), package
 
 

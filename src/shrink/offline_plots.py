@@ -18,13 +18,14 @@ Only the tests and the maintainer use this module (no stage imports it). Update 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from .io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "vendor" / "vega"
@@ -98,10 +99,6 @@ def build_template(vendor: Path = VENDOR) -> str:
     return PAGE.replace("{versions}", versions).replace("{scripts_inline}", "\n".join(scripts))
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def update(vendor: Path = VENDOR) -> None:
     """Fetch the pinned packages with ``npm pack`` and copy their minified builds and licenses into ``vendor``."""
     vendor.mkdir(parents=True, exist_ok=True)
@@ -122,7 +119,7 @@ def build(vendor: Path = VENDOR) -> Path:
     path = vendor / TEMPLATE_NAME
     path.write_text(build_template(vendor), encoding="utf-8")
     for package, (version, name) in VERSIONS.items():
-        print(f"{package} {version}  {name}  sha256 {sha256(vendor / name)}")
+        print(f"{package} {version}  {name}  sha256 {sha256_file(vendor / name)}")
     print(f"wrote {path}")
     return path
 

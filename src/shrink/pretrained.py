@@ -12,7 +12,6 @@ Before any training, ``load_backbone``:
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from .checkpoint import ArtifactError, safe_torch_load
+from .io import sha256_file
 from .models import output_layer_name, unwrap
 
 HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")  # torchvision's <name>-<sha256 prefix>.pth
@@ -28,14 +28,6 @@ HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")  # torchvision's <na
 
 class WeightsError(ArtifactError):
     """A weights file is missing, outside weights/, corrupt, or does not fit the arch; the message names it."""
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve(weights: str, weights_dir: str | Path) -> Path:
@@ -98,7 +90,7 @@ def load_backbone(model: nn.Module, path: str | Path, arch: str) -> dict[str, An
             or its keys/shapes do not fit ``arch`` (the message names the first mismatches).
     """
     path = Path(path)
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     check_hash(path, digest)
     state = read_state_dict(path)
     net = unwrap(model)
