@@ -22,7 +22,6 @@ import argparse
 import os
 import pickle
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np

