@@ -6,6 +6,9 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ from shrink.config import ParamsError, from_dict
 from shrink.evaluate import EvaluateParams, choose_shipped, predictions_csv, submission_id
 from shrink.models import StudentNet
 from shrink.quantize import export_onnx
-from shrink.runtime import OrtModel, busy_warnings, interleaved, load_runtime
+from shrink.runtime import OrtModel, busy_warnings, interleaved, load_runtime, others_busy
 
 from conftest import ROOT
 
@@ -40,6 +43,24 @@ def test_busy_warning():
     assert busy_warnings(2, load=0.1, cores=2) == []
     assert busy_warnings(1, load=3.0, cores=2) == []
     assert "busy" in busy_warnings(2, load=2.0, cores=2)[0]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="no /proc/stat on this OS")
+def test_others_busy_sees_another_process_and_not_this_one():
+    """A child spinning on one core counts as other work; this process's own busy loop does not."""
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        assert others_busy(1.0) >= 0.5
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    before = others_busy(0.5)  # whatever else runs on this machine now
+    own = threading.Thread(target=lambda: [None for _ in range(30_000_000)])  # ~1 s of this process's CPU
+    own.start()
+    busy = others_busy(0.5)
+    own.join()
+    assert busy is not None and busy < before + 0.6, (before, busy)  # its own thread is subtracted
 
 
 def test_fp32_onnx_export_runs_in_ort_like_torch(tmp_path):

@@ -18,7 +18,9 @@ int8w      ``<model>.int8w.onnx``      ORT fp32 (int8 weights): ``session.disabl
 callable taken round-robin (the order rotates each round, so background load hits all alike and no
 callable always follows the same other one); a sample times enough back-to-back calls to last
 ``min_time`` seconds. It reports min (the closest to an unloaded machine) and median (under the load
-of the moment) per callable, the load average before and after, and a warning when the machine was busy.
+of the moment) per callable, the load average before and after, and a warning when other processes kept
+the cores busy (measured at the start and end of the timing, not from the load average, which still
+counts the pipeline's own training stages for a minute after they end).
 """
 from __future__ import annotations
 
@@ -160,18 +162,55 @@ def load_average() -> float | None:
         return None
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def others_busy(seconds: float = 0.5) -> float | None:
+    """Cores kept busy by OTHER processes right now: the CPU time all processes used over ``seconds``
+    (``/proc/stat``) minus this process's own, per second of wall time, scaled to the cores this process
+    may use. None where ``/proc/stat`` is missing.
+
+    Why not the load average: it decays over a minute, so right after the pipeline's own training stages
+    it still reads ~2 on an otherwise idle 2-core machine, and evaluate warned about a busy machine that
+    was not."""
+    def busy_ticks() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        v = [int(x) for x in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        return sum(v) - v[3] - v[4], max(cpus, 1)
+
+    try:
+        hz = os.sysconf("SC_CLK_TCK")
+        (b0, cpus), c0, t0 = busy_ticks(), time.process_time(), time.perf_counter()
+        time.sleep(seconds)
+        (b1, _), c1, t1 = busy_ticks(), time.process_time(), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return None
+    others = max(0.0, (b1 - b0) / hz - (c1 - c0)) / (t1 - t0)  # cores' worth, over all the machine's CPUs
+    return round(others * min(1.0, _cores() / cpus), 2)
+
+
 def busy_warnings(threads: int, load: float | None = None, cores: int | None = None) -> list[str]:
     """A warning when other processes already keep the cores busy: with every core taken, a thread of a
     multi-threaded kernel gets preempted and the others wait for it at each barrier (PyTorch's OpenMP pool
-    suffers much more than ONNX Runtime's), so multi-threaded ratios are distorted, not just noisy."""
+    suffers much more than ONNX Runtime's), so multi-threaded ratios are distorted, not just noisy.
+
+    Args:
+        load: cores busy with other work (default: ``others_busy()``, or the load average without /proc).
+    """
+    if threads <= 1:
+        return []
     if load is None:
-        load = load_average()
+        load = others_busy()
+        if load is None:
+            load = load_average()
         if load is None:
             return []
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads > 1 and load + threads > cores + 0.5:
-        return [f"the machine was busy (load average {load:.2f} on {cores} cores) and the timings use "
+    cores = _cores() if cores is None else cores
+    if load + threads > cores + 0.5:
+        return [f"the machine was busy (other processes kept {load:.2f} of {cores} cores busy) and the timings use "
                 f"{threads} threads: PyTorch's multi-threaded figures can be several times too slow; "
                 f"rerun on a quiet machine, or with 1 thread for a fair comparison on a busy one."]
     return []
@@ -215,7 +254,7 @@ def interleaved(calls: Mapping[Hashable, Callable[[], Any]], repeats: int, *, th
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(threads)
     load_before = load_average()
-    warnings = busy_warnings(threads, load_before)
+    warnings = busy_warnings(threads)
     inner = {}
     for key, call in calls.items():
         for _ in range(warmup):
@@ -239,7 +278,7 @@ def interleaved(calls: Mapping[Hashable, Callable[[], Any]], repeats: int, *, th
         if progress is not None:
             progress(r + 1)
     load_after = load_average()
-    if not warnings and load_after is not None:
-        warnings = busy_warnings(threads, load_after)
+    if not warnings:
+        warnings = busy_warnings(threads)
     return Timing(times, threads, repeats, load_before, load_after, warnings)
 
