@@ -22,7 +22,7 @@ import yaml
 from conftest import dvc, make_project
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint
 from shrink.config import ParamsError, load_params
-from shrink.distributed import Dist, shard, state_hash
+from shrink.distributed import Dist, auto_nproc, shard, state_hash
 from shrink.train import batch_starts
 
 LOSS_TOL, ACC_TOL = 0.05, 0.05
@@ -56,7 +56,7 @@ def runs(tmp_path_factory):
     """The tiny project's student and distill, first with 2 processes, then with 1."""
     root = tmp_path_factory.mktemp("ddp")
     proj = make_project(root / "proj")
-    set_nproc(proj, 2)
+    set_nproc(proj, "auto" if auto_nproc("auto", 64) == 2 else 2)  # auto is 2 on a Linux CPU with 2+ cores: CI's
     out = {"proj": proj, "stdout": {}, "hashes": {}, "two": {}, "one": {}}
     for stage in ("student", "distill"):
         proc = repro(proj, stage, hash_dir=root / f"hash-{stage}")
@@ -106,6 +106,30 @@ def test_batch_must_split_over_the_processes(tmp_path):
     params["student"]["train"].update(nproc=3, batch_size=128)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=r"student\.train\.batch_size: .*nproc=3"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_auto_is_two_processes_on_a_linux_cpu_with_two_cores_else_one(monkeypatch):
+    monkeypatch.delenv("SHRINK_DEVICE", raising=False)
+    monkeypatch.setattr("shrink.distributed.cores", lambda: 2)
+    monkeypatch.setattr("shrink.distributed.sys.platform", "linux")
+    assert auto_nproc("cpu", 128) == 2
+    assert auto_nproc("cpu", 127) == 1  # an odd global batch does not split
+    assert auto_nproc("cuda", 128) == 1  # GPUs: one process per GPU is the user's nproc: N
+    monkeypatch.setenv("SHRINK_DEVICE", "cpu")
+    assert auto_nproc("cuda", 128) == 2  # SHRINK_DEVICE=cpu wins, as everywhere
+    monkeypatch.setattr("shrink.distributed.cores", lambda: 1)
+    assert auto_nproc("cpu", 128) == 1
+    monkeypatch.setattr("shrink.distributed.cores", lambda: 2)
+    monkeypatch.setattr("shrink.distributed.sys.platform", "darwin")  # gloo's loopback is not "lo" there
+    assert auto_nproc("cpu", 128) == 1
+
+
+def test_nproc_takes_a_count_or_auto(tmp_path):
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["student"]["train"]["nproc"] = "two"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"student\.train\.nproc: expected int or 'auto', got 'two'"):
         load_params(tmp_path / "params.yaml")
 
 

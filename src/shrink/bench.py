@@ -124,18 +124,18 @@ def check_target(key: str, value: float | None) -> TargetCheck:
 
 def tiny_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
-    three pruning rounds. The tests' tiny projects use this same function."""
+    three pruning rounds, one process per stage. The tests' tiny projects use this same function."""
     params["data"]["limit"] = 300
     params["data"]["image_size"] = 16
-    for name in ("teacher", "student", "distill"):
-        params[name]["train"].update(epochs=1, batch_size=64)
+    for name in ("teacher", "student", "distill"):  # one process: torchrun's start-up would dominate
+        params[name]["train"].update(epochs=1, batch_size=64, nproc=1)
     if "prune" in params:
         rounds = params["prune"]["rounds"]
         kept = dict(list(rounds.items())[:3])
         for r in kept.values():
             r["epochs"] = 1
         params["prune"]["rounds"] = kept
-        params["prune"]["finetune"]["train"].update(batch_size=64)
+        params["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
         if isinstance(params.get("quantize"), dict) and "models" in params["quantize"]:
             params["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):

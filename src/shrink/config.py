@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional, Union
 
 import yaml
 
@@ -123,7 +123,8 @@ class TrainParams:
     flip: bool = True  # random horizontal flip
     label_smoothing: float = 0.0
     eval_batch_size: int = 512
-    nproc: int = 1  # processes (torchrun + DDP) on this machine; batch_size is the global batch
+    nproc: Union[int, Literal["auto"]] = 1  # processes (torchrun + DDP) on this machine; batch_size is the
+    # global batch. auto: distributed.auto_nproc (2 on a Linux CPU with 2+ cores, else 1), resolved here
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (SHRINK_DEVICE overrides)
     channels_last: bool = False  # NHWC memory format: measured 1.57x for StudentNet on 2 CPU cores
 
@@ -136,7 +137,11 @@ class TrainParams:
         _require(0 <= self.crop_padding <= 64, "crop_padding", self.crop_padding, "must be between 0 and 64 pixels")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
-        _require(1 <= self.nproc <= 1024, "nproc", self.nproc, "must be between 1 and 1024 processes")
+        if self.nproc == "auto":
+            from .distributed import auto_nproc
+
+            object.__setattr__(self, "nproc", auto_nproc(self.device, self.batch_size))
+        _require(1 <= self.nproc <= 1024, "nproc", self.nproc, "must be between 1 and 1024 processes, or auto")
         _require(self.batch_size % self.nproc == 0, "batch_size", self.batch_size,
                  f"must split evenly over nproc={self.nproc} processes (use a multiple of {self.nproc})")
 
@@ -214,8 +219,17 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check(value, inner, key)
+        inner = [a for a in args if a is not type(None)]
+        for i, alt in enumerate(inner):  # e.g. int | Literal["auto"]: the first that fits
+            try:
+                return _check(value, alt, key)
+            except ParamsError:
+                if i == len(inner) - 1:
+                    if len(inner) == 1:
+                        raise
+                    raise ParamsError(f"params.yaml: {key}: expected " + " or ".join(
+                        repr(typing.get_args(a)[0]) if typing.get_origin(a) is Literal else a.__name__ for a in inner)
+                        + f", got {value!r}") from None
     if origin is dict:
         _, inner = typing.get_args(tp)
         if not isinstance(value, dict):
