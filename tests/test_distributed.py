@@ -21,8 +21,8 @@ import yaml
 
 from conftest import dvc, make_project
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint
-from shrink.config import ParamsError, load_params
-from shrink.distributed import Dist, auto_nproc, shard, state_hash
+from shrink.config import ParamsError, auto_nproc, load_params
+from shrink.distributed import Dist, shard, state_hash
 from shrink.train import batch_starts
 
 LOSS_TOL, ACC_TOL = 0.05, 0.05
@@ -111,17 +111,17 @@ def test_batch_must_split_over_the_processes(tmp_path):
 
 def test_auto_is_two_processes_on_a_linux_cpu_with_two_cores_else_one(monkeypatch):
     monkeypatch.delenv("SHRINK_DEVICE", raising=False)
-    monkeypatch.setattr("shrink.distributed.cores", lambda: 2)
-    monkeypatch.setattr("shrink.distributed.sys.platform", "linux")
+    monkeypatch.setattr("shrink.config.cores", lambda: 2)
+    monkeypatch.setattr("shrink.config.sys.platform", "linux")
     assert auto_nproc("cpu", 128) == 2
     assert auto_nproc("cpu", 127) == 1  # an odd global batch does not split
     assert auto_nproc("cuda", 128) == 1  # GPUs: one process per GPU is the user's nproc: N
     monkeypatch.setenv("SHRINK_DEVICE", "cpu")
     assert auto_nproc("cuda", 128) == 2  # SHRINK_DEVICE=cpu wins, as everywhere
-    monkeypatch.setattr("shrink.distributed.cores", lambda: 1)
+    monkeypatch.setattr("shrink.config.cores", lambda: 1)
     assert auto_nproc("cpu", 128) == 1
-    monkeypatch.setattr("shrink.distributed.cores", lambda: 2)
-    monkeypatch.setattr("shrink.distributed.sys.platform", "darwin")  # gloo's loopback is not "lo" there
+    monkeypatch.setattr("shrink.config.cores", lambda: 2)
+    monkeypatch.setattr("shrink.config.sys.platform", "darwin")  # gloo's loopback is not "lo" there
     assert auto_nproc("cpu", 128) == 1
 
 

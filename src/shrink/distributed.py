@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .config import cores
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -51,29 +53,6 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cores() -> int:
-    """The cores this process may run on (its affinity: a container's share, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def auto_nproc(device: str = "auto", batch_size: int = 2) -> int:
-    """What ``nproc: auto`` means on this machine: 2 processes (one thread each on 2 cores) when training on
-    the CPU of a Linux machine with 2+ cores, else 1.
-
-    Measured on 2 cores (README, "Faster on one CPU"): StudentNet's training stage ran 1.86x faster as two
-    1-thread DDP processes than as one 2-thread process (small convolutions scale badly over threads, and
-    the batch bookkeeping runs in parallel too). One process where that was not measured or does not hold:
-    CUDA (one process per GPU is the user's call: ``nproc: N``), macOS and Windows (gloo binds the Linux
-    loopback name ``lo``), one core, an odd global batch.
-    """
-    if sys.platform != "linux" or batch_size % 2 or cores() < 2:
-        return 1
-    name = os.environ.get("SHRINK_DEVICE") or device
-    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
-        return 1
-    return 2
 
 
 def relaunch(nproc: int) -> None:
