@@ -247,16 +247,13 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        for i, alt in enumerate(inner):  # e.g. int | Literal["auto"]: the first that fits
-            try:
+        if len(inner) == 1:
+            return _check(value, inner[0], key)
+        for alt in inner:  # e.g. int | Literal["auto"]: the first that fits
+            with contextlib.suppress(ParamsError):
                 return _check(value, alt, key)
-            except ParamsError:
-                if i == len(inner) - 1:
-                    if len(inner) == 1:
-                        raise
-                    raise ParamsError(f"params.yaml: {key}: expected " + " or ".join(
-                        repr(typing.get_args(a)[0]) if typing.get_origin(a) is Literal else a.__name__ for a in inner)
-                        + f", got {value!r}") from None
+        names = [repr(typing.get_args(a)[0]) if typing.get_origin(a) is Literal else a.__name__ for a in inner]
+        raise ParamsError(f"params.yaml: {key}: expected {' or '.join(names)}, got {value!r}")
     if origin is dict:
         _, inner = typing.get_args(tp)
         if not isinstance(value, dict):

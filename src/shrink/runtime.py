@@ -35,6 +35,7 @@ from typing import Any, Callable, Hashable, Mapping
 
 import torch
 
+from .config import cores as config_cores
 from .quantize import ONNX_META_KEY, artifact_meta, export_onnx, onnx_kind, pt_kind, read_pt, torch_model
 
 LABELS = {
@@ -162,10 +163,6 @@ def load_average() -> float | None:
         return None
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def others_busy(seconds: float = 0.5) -> float | None:
     """Cores kept busy by OTHER processes right now: the CPU time all processes used over ``seconds``
     (``/proc/stat``) minus this process's own, per second of wall time, scaled to the cores this process
@@ -189,7 +186,7 @@ def others_busy(seconds: float = 0.5) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     others = max(0.0, (b1 - b0) / hz - (c1 - c0)) / (t1 - t0)  # cores' worth, over all the machine's CPUs
-    return round(others * min(1.0, _cores() / cpus), 2)
+    return round(others * min(1.0, config_cores() / cpus), 2)
 
 
 def busy_warnings(threads: int, load: float | None = None, cores: int | None = None) -> list[str]:
@@ -208,7 +205,7 @@ def busy_warnings(threads: int, load: float | None = None, cores: int | None = N
             load = load_average()
         if load is None:
             return []
-    cores = _cores() if cores is None else cores
+    cores = config_cores() if cores is None else cores
     if load + threads > cores + 0.5:
         return [f"the machine was busy (other processes kept {load:.2f} of {cores} cores busy) and the timings use "
                 f"{threads} threads: PyTorch's multi-threaded figures can be several times too slow; "
