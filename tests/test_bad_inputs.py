@@ -437,8 +437,8 @@ WEIGHTS_CASES = {
     "missing": ("weights file not found", "dvc import-url"),
     "outside": ("teacher.weights", "not inside weights/"),
     "hash": ("resnet18-deadbeef.pth", "does not start with deadbeef"),
-    "truncated": ("resnet18.pth", "corrupt"),
-    "pickle": ("resnet18.pth", "not a trusted"),
+    "truncated": ("resnet18.pth", "corrupt", "dvc update weights/resnet18.pth.dvc"),
+    "pickle": ("resnet18.pth", "not a trusted", "dvc update weights/resnet18.pth.dvc"),
     "not-a-state-dict": ("resnet18.pth", "not a state_dict"),
     "other-arch": ("resnet18.pth", "does not fit teacher.arch resnet18", "missing conv1.weight"),
 }

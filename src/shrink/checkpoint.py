@@ -64,15 +64,16 @@ class ArtifactError(UserError):
     """A model file is missing, corrupt, not ours, or unsafe to load; the message names it."""
 
 
-def safe_torch_load(path: str | os.PathLike) -> Any:
+def safe_torch_load(path: str | os.PathLike, remedy: str | None = None) -> Any:
     """``torch.load(..., weights_only=True)`` with errors that name the file and say what to do.
 
     A file a weights-only load refuses holds pickled Python objects: it did not come from this
     pipeline, and loading it with ``weights_only=False`` could run any code it carries.
+    ``remedy`` replaces the advice (rerun the pipeline) for files the pipeline does not make.
     """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: model file not found; run the stage that makes it (dvc repro)")
+        raise ArtifactError(f"{path}: model file not found; {remedy or 'run the stage that makes it (dvc repro)'}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -80,11 +81,11 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
             raise ArtifactError(
                 f"{path}: not a trusted shrink artifact: it holds Python objects that a safe (weights-only) load "
                 f"refuses. Do not load it with weights_only=False (that would run code from the file); "
-                f"recreate it with the pipeline (dvc repro)") from None
-        raise ArtifactError(f"{path}: corrupt model file ({e}); recreate it (dvc repro -f)") from None
+                f"{remedy or 'recreate it with the pipeline (dvc repro)'}") from None
+        raise ArtifactError(f"{path}: corrupt model file ({e}); {remedy or 'recreate it (dvc repro -f)'}") from None
     except Exception as e:  # truncated zip, not a torch file at all, ...
         raise ArtifactError(f"{path}: corrupt or not a PyTorch file ({type(e).__name__}); "
-                            f"recreate it with the pipeline (dvc repro -f)") from None
+                            f"{remedy or 'recreate it with the pipeline (dvc repro -f)'}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

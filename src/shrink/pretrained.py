@@ -56,9 +56,9 @@ def check_hash(path: Path, digest: str) -> None:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A plain ``{name: tensor}`` state_dict, loaded with ``weights_only=True``."""
     try:
-        state = safe_torch_load(path)
+        state = safe_torch_load(path, remedy=f"fetch the file again (dvc update {path}.dvc)")
     except ArtifactError as e:
-        raise WeightsError(str(e).split("; ")[0] + "; fetch the file again (dvc update <file>.dvc)") from None
+        raise WeightsError(str(e)) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint: its weights
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
