@@ -1,22 +1,21 @@
 """distill: knowledge distillation from the frozen teacher into StudentNet (optionally with slimming's L1)."""
-from shrink.config import stage_errors
+from shrink.stage import stage
 
-with stage_errors("distill"):
+with stage("distill", __doc__, reads=("seed", "student_net", "distill", "slim"),
+           inputs={"data": "prepared data folder", "teacher": "teacher checkpoint"},
+           outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",
+                    "live": "dvclive folder for per-epoch curves"}) as (params, args):
     from shrink.checkpoint import check_classes, load_checkpoint, model_from_checkpoint
-    from shrink.config import DistillParams, SlimParams, StudentArchParams, load_params, section, seed_of
     from shrink.data import load_meta
     from shrink.distill import make_kd_loss
     from shrink.distributed import relaunch
     from shrink.models import build_model, student_kwargs
-    from shrink.pipeline import as_params, run_training, stage_args
+    from shrink.pipeline import as_params, run_training
     from shrink.prune import bn_l1_hook
     from shrink.train import seed_everything
 
-    args = stage_args(__doc__, lambda ap: ap.add_argument("--teacher", required=True, help="teacher checkpoint"))
-    params = load_params(args.params)  # the whole file is checked before any work
-    arch, p = section(params, "student_net", StudentArchParams), section(params, "distill", DistillParams)
-    slim, seed = section(params, "slim", SlimParams), seed_of(params)
-    relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
+    arch, p, slim, seed = params.student_net, params.distill, params.slim, params.seed
+    relaunch(p.train.processes())  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     meta = load_meta(args.data)
     ckpt = load_checkpoint(args.teacher)

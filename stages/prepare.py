@@ -1,20 +1,11 @@
 """prepare: decode the dataset once into uint8 tensors (train / val / test [/ evaluation])."""
-import argparse
+from shrink.stage import stage
 
-from shrink.config import stage_errors
-
-with stage_errors("prepare"):
-    from shrink.config import DataParams, load_params, section, seed_of
+with stage("prepare", __doc__, reads=("seed", "data"),
+           outputs={"out": "prepared data folder (replaced atomically)", "metrics": "metrics JSON"}) as (params, args):
     from shrink.data import prepare
     from shrink.io import write_json
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/prepared", help="prepared data folder (replaced atomically)")
-    ap.add_argument("--metrics", default="metrics/prepare.json")
-    args = ap.parse_args()
-
-    params = load_params(args.params)  # the whole file is checked before any work
-    metrics = prepare(section(params, "data", DataParams), args.out, seed_of(params))
+    metrics = prepare(params.data, args.out, params.seed)
     write_json(metrics, args.metrics)
     print(f"prepare: {metrics['images']} images, {metrics['classes']} classes -> {args.out}")

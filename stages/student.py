@@ -1,18 +1,17 @@
 """student: the same StudentNet trained without a teacher, the baseline that shows what distillation buys."""
-from shrink.config import stage_errors
+from shrink.stage import stage
 
-with stage_errors("student"):
-    from shrink.config import StudentArchParams, StudentParams, load_params, section, seed_of
+with stage("student", __doc__, reads=("seed", "student_net", "student"), inputs={"data": "prepared data folder"},
+           outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",
+                    "live": "dvclive folder for per-epoch curves"}) as (params, args):
     from shrink.data import load_meta
     from shrink.distributed import relaunch
     from shrink.models import build_model, student_kwargs
-    from shrink.pipeline import as_params, run_training, stage_args
+    from shrink.pipeline import as_params, run_training
     from shrink.train import seed_everything
 
-    args = stage_args(__doc__)
-    params = load_params(args.params)  # the whole file is checked before any work
-    arch, p, seed = section(params, "student_net", StudentArchParams), section(params, "student", StudentParams), seed_of(params)
-    relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
+    arch, p, seed = params.student_net, params.student, params.seed
+    relaunch(p.train.processes())  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     kwargs = student_kwargs(arch.arch, arch.base, arch.width_mult, arch.small_input)
     model = build_model(arch.arch, len(load_meta(args.data)["classes"]), **kwargs)

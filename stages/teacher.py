@@ -1,22 +1,22 @@
 """teacher: train a torchvision classifier (or EfficientNet-Lite0) from scratch, or fine-tune it from a tracked
 weights file under weights/ (teacher.weights)."""
-from shrink.config import stage_errors
+from shrink.stage import stage
 
-with stage_errors("teacher"):
-    from shrink.config import TeacherParams, load_params, section, seed_of
+with stage("teacher", __doc__, reads=("seed", "teacher"),
+           inputs={"data": "prepared data folder",
+                   "weights_dir": "the folder dvc.yaml declares as the teacher's weights dependency"},
+           outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",
+                    "live": "dvclive folder for per-epoch curves"}) as (params, args):
     from shrink.data import load_meta
-    from shrink.models import build_model, teacher_kwargs
     from shrink.distributed import relaunch
-    from shrink.pipeline import as_params, run_training, stage_args
+    from shrink.models import build_model, teacher_kwargs
+    from shrink.pipeline import as_params, run_training
     from shrink.pretrained import load_backbone, resolve
     from shrink.train import seed_everything
 
-    args = stage_args(__doc__, lambda ap: ap.add_argument(
-        "--weights-dir", default="weights", help="the folder dvc.yaml declares as the teacher's weights dependency"))
-    params = load_params(args.params)  # the whole file is checked before any work
-    p, seed = section(params, "teacher", TeacherParams), seed_of(params)
+    p, seed = params.teacher, params.seed
     weights = resolve(p.weights, args.weights_dir) if p.weights else None  # a missing file fails before torchrun
-    relaunch(p.train.nproc)  # nproc > 1: this command again, under torchrun
+    relaunch(p.train.processes())  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     meta = load_meta(args.data)
     kwargs = teacher_kwargs(p.arch, p.small_input, p.input_size, p.input_norm, weights is not None,

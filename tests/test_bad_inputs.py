@@ -84,10 +84,12 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 STAGE_ARGS = {
     "prepare": ["--out", "data/prepared", "--metrics", "metrics/prepare.json"],
-    "teacher": ["--data", "data/prepared", "--out", "models/teacher.pt", "--metrics", "metrics/teacher.json"],
-    "student": ["--data", "data/prepared", "--out", "models/student.pt", "--metrics", "metrics/student.json"],
+    "teacher": ["--data", "data/prepared", "--weights-dir", "weights", "--out", "models/teacher.pt",
+                "--metrics", "metrics/teacher.json", "--live", "dvclive/teacher"],
+    "student": ["--data", "data/prepared", "--out", "models/student.pt", "--metrics", "metrics/student.json",
+                "--live", "dvclive/student"],
     "distill": ["--data", "data/prepared", "--teacher", "models/teacher.pt", "--out", "models/distill.pt",
-                "--metrics", "metrics/distill.json"],
+                "--metrics", "metrics/distill.json", "--live", "dvclive/distill"],
 }
 
 
@@ -576,7 +578,7 @@ def test_kill_9_mid_write_leaves_no_temp_in_an_output_folder(dvc_project):
 
 def test_ctrl_c_mid_stage_exits_130_without_traceback_or_output(dvc_project):
     proj = dvc_project
-    cmd = [sys.executable, "stages/teacher.py", *STAGE_ARGS["teacher"], "--live", "dvclive/teacher"]
+    cmd = [sys.executable, "stages/teacher.py", *STAGE_ARGS["teacher"]]
     # SIGINT back to its default in the child, as in a terminal: a background job of a non-interactive shell
     # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and Python then installs no handler for it
     proc = subprocess.Popen(cmd, cwd=proj, env=env_of(proj), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -628,13 +630,14 @@ def test_two_dvc_repro_at_once(dvc_project):
 
 HOOKED = """
 import sys
-from shrink.config import ParamsError, exit_on_user_errors
-exit_on_user_errors("quantize")  # the one-line recipe for a stage script
-if sys.argv[1] == "user":
-    raise ParamsError("params.yaml: quantize.calibration_images: must be >= 1, got 0")
-if sys.argv[1] == "missing":
-    open("models/nowhere.pt", "rb")
-raise ZeroDivisionError("a bug")
+from shrink.config import ParamsError
+from shrink.stage import stage_errors
+with stage_errors("quantize"):  # the error contract of every stage (shrink.stage.stage)
+    if sys.argv[1] == "user":
+        raise ParamsError("params.yaml: quantize.calibration_images: must be >= 1, got 0")
+    if sys.argv[1] == "missing":
+        open("models/nowhere.pt", "rb")
+    raise ZeroDivisionError("a bug")
 """
 
 

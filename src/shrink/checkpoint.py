@@ -107,9 +107,7 @@ def check_classes(ckpt: dict[str, Any], classes: list[str], path: str | os.PathL
 
 def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike) -> nn.Module:
     """Rebuild the model a checkpoint (dict or path) describes and load its weights strictly."""
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
-    where = ckpt if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"
+    where = ckpt if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"  # before ckpt becomes the dict
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     kwargs = dict(ckpt["model_kwargs"])

@@ -9,76 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
 
 class UserError(ValueError):
     """A fault in what the user gave (params, data, artifacts): the message names the file or key and
-    says what to do. Stages print it as one ``<stage>: error: ...`` line, never as a traceback."""
+    says what to do. Stages print it as one ``<stage>: error: ...`` line, never as a traceback
+    (``shrink.stage``)."""
 
 
 class ParamsError(UserError):
     """A params.yaml key is unknown, missing, of the wrong type or out of range."""
-
-
-def user_error_message(stage: str, e: BaseException) -> str | None:
-    """The one-line ``<stage>: error: ...`` for an expected fault, or None for a bug (keeps its traceback)."""
-    if isinstance(e, UserError):
-        return f"{stage}: error: {e}"
-    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-        name = e.filename or ""
-        return f"{stage}: error: {name}{': ' if name else ''}{e.strerror or e}"
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{stage}: error: {e.filename or 'disk'}: no space left on the device; free some and rerun"
-    if isinstance(e, KeyboardInterrupt):
-        return f"{stage}: interrupted; nothing half-written was left (outputs are replaced only when complete)"
-    return None
-
-
-@contextlib.contextmanager
-def stage_errors(stage: str) -> Iterator[None]:
-    """Wrap a stage's body: expected faults exit non-zero with ``<stage>: error: <file or key>: <what>``.
-
-    Expected faults are ``UserError`` (ParamsError, data.PrepareError, checkpoint.ArtifactError),
-    missing files and permission errors, a full disk, and Ctrl-C (exit 130). Anything else is a bug
-    and keeps its traceback. Outputs are written atomically, so after any of these the previous
-    outputs (or none) are what is on disk, and DVC records nothing.
-    """
-    try:
-        yield
-    except (Exception, KeyboardInterrupt) as e:
-        message = user_error_message(stage, e)
-        if message is None:
-            raise
-        if isinstance(e, KeyboardInterrupt):
-            print(message, file=sys.stderr)
-            raise SystemExit(130) from None
-        raise SystemExit(message) from None
-
-
-def exit_on_user_errors(stage: str) -> None:
-    """One-line alternative to ``with stage_errors(stage):`` for a stage script: a ``sys.excepthook``
-    that prints expected faults as one ``<stage>: error: ...`` line (exit status 1) and leaves bugs'
-    tracebacks alone."""
-    previous = sys.excepthook
-
-    def hook(tp, e, tb):
-        message = user_error_message(stage, e)
-        if message is None:
-            previous(tp, e, tb)
-        else:
-            print(message, file=sys.stderr)
-
-    sys.excepthook = hook
 
 
 class FieldError(ValueError):
@@ -153,7 +102,7 @@ class TrainParams:
     label_smoothing: float = 0.0
     eval_batch_size: int = 512
     nproc: Union[int, Literal["auto"]] = 1  # processes (torchrun + DDP) on this machine; batch_size is the
-    # global batch. auto: auto_nproc (2 on a Linux CPU with 2+ cores, else 1), resolved here
+    # global batch. auto: auto_nproc (2 on a Linux CPU with 2+ cores, else 1), see processes()
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (SHRINK_DEVICE overrides)
     channels_last: bool = False  # NHWC memory format: measured 1.57x for StudentNet on 2 CPU cores
 
@@ -166,11 +115,18 @@ class TrainParams:
         _require(0 <= self.crop_padding <= 64, "crop_padding", self.crop_padding, "must be between 0 and 64 pixels")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
-        if self.nproc == "auto":
-            object.__setattr__(self, "nproc", auto_nproc(self.device, self.batch_size))
-        _require(1 <= self.nproc <= 1024, "nproc", self.nproc, "must be between 1 and 1024 processes, or auto")
-        _require(self.batch_size % self.nproc == 0, "batch_size", self.batch_size,
-                 f"must split evenly over nproc={self.nproc} processes (use a multiple of {self.nproc})")
+        if self.nproc != "auto":
+            _require(1 <= self.nproc <= 1024, "nproc", self.nproc, "must be between 1 and 1024 processes, or auto")
+            _require(self.batch_size % self.nproc == 0, "batch_size", self.batch_size,
+                     f"must split evenly over nproc={self.nproc} processes (use a multiple of {self.nproc})")
+
+    def processes(self) -> int:
+        """How many processes to start: ``nproc``, with ``auto`` resolved on this machine (``auto_nproc``).
+
+        Called where processes start (``distributed.relaunch``), never when params are read, so reading
+        params.yaml probes no machine and a checkpoint's resolved params keep ``auto`` as written.
+        """
+        return auto_nproc(self.device, self.batch_size) if self.nproc == "auto" else self.nproc
 
 
 @dataclass(frozen=True)
@@ -258,7 +214,7 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         _, inner = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ParamsError(f"params.yaml: {key}: expected a mapping, got {value!r}")
-        return {k: _check(v, inner, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _check(v, inner, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -278,8 +234,18 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
 def from_dict(cls: type, data: Any, key: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: a params dataclass; its ``__post_init__`` raises ``FieldError`` for a bad value.
+        data: the mapping read from YAML (None: every default).
+        key: where ``data`` sits in params.yaml ("" for the whole file), for the messages.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -288,145 +254,17 @@ def from_dict(cls: type, data: Any, key: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k not in names:
-            raise ParamsError(f"params.yaml: {key}.{k}: unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check(v, hints[k], f"{key}.{k}") for k, v in data.items()}
+            what = "key" if key else "section"
+            raise ParamsError(f"params.yaml: {_join(key, str(k))}: unknown {what} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check(v, hints[k], _join(key, k)) for k, v in data.items()}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ParamsError(f"params.yaml: {key}.{missing[0]}: missing key (required)")
+        raise ParamsError(f"params.yaml: {_join(key, missing[0])}: missing key (required)")
     try:
         return cls(**kwargs)
     except FieldError as e:
-        raise ParamsError(f"params.yaml: {key}.{e.field}: {e}") from None
-    except ParamsError:
-        raise
-    except (ValueError, TypeError) as e:  # another module's dataclass checks its own fields
-        raise ParamsError(f"params.yaml: {key}: {e}") from None
-
-
-SECTIONS = ("seed", "data", "student_net", "teacher", "student", "distill", "slim", "prune", "quantize", "evaluate")
-
-
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read ``path`` and validate the whole file; returns the raw mapping (take sections with ``section``).
-
-    Raises:
-        ParamsError: the file is missing or not YAML, or any section, key or value is wrong; the
-            message names the key and says what is allowed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found (run from the project folder, or pass --params)")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    params = params or {}
-    if not isinstance(params, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    validate(params)
-    return params
-
-
-def validate(params: dict[str, Any]) -> dict[str, Any]:
-    """Build every section into its typed dataclass (raising ParamsError on the first fault).
-
-    Returns the typed sections by name; prune becomes ``{"prune": PruneParams, "finetune": ...,
-    "rounds": {name: RoundParams}}``.
-    """
-    unknown = [k for k in params if k not in SECTIONS]
-    if unknown:
-        raise ParamsError(f"params.yaml: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
-    seed = seed_of(params)
-    if isinstance(params.get("teacher"), dict) and "pretrained" in params["teacher"]:
-        raise ParamsError("params.yaml: teacher.pretrained: replaced by teacher.weights, a file under weights/ that "
-                          "the teacher stage depends on (README, \"Pretrained teachers\"); remove the key")
-    typed: dict[str, Any] = {"seed": seed}
-    for name, cls in (("data", DataParams), ("student_net", StudentArchParams), ("teacher", TeacherParams),
-                      ("student", StudentParams), ("distill", DistillParams), ("slim", SlimParams),
-                      ("quantize", QuantizeParams)):
-        typed[name] = section(params, name, cls)
-    if typed["teacher"].small_input and not _defined_in("models", "supports_small_input")(typed["teacher"].arch):
-        raise ParamsError(f"params.yaml: teacher.small_input: not supported by {typed['teacher'].arch} "
-                          f"(use teacher.input_size to feed it larger images)")
-    check_arch = _defined_in("models", "check_arch")
-    for key, role in (("student_net", "student"), ("teacher", "teacher")):
-        try:
-            check_arch(typed[key].arch, role)
-        except ValueError as e:
-            raise ParamsError(f"params.yaml: {key}.arch: {e}") from None
-    typed["prune"] = prune_sections(params)
-    rounds = typed["prune"]["rounds"]
-    models = {"teacher", "student", "distill", *rounds}
-    for name, r in rounds.items():
-        if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
-            raise ParamsError(f"params.yaml: prune.rounds.{name}.parent: {r.parent!r} is not a model to prune "
-                              f"(use student, distill or another round's name)")
-    for i, m in enumerate(typed["quantize"].models):
-        if m not in models:
-            raise ParamsError(f"params.yaml: quantize.models[{i}]: no model named {m!r} "
-                              f"(known: {', '.join(sorted(models))})")
-    typed["evaluate"] = evaluate_section(params)
-    return typed
-
-
-def _defined_in(module: str, name: str) -> Any:
-    """A params class (or the model registry) another module defines, imported only to VALIDATE params.yaml.
-
-    Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
-    dynamic): validation can only reject a params file, never change what a stage computes, so an edit
-    to evaluate.py must not rerun teacher training. Imported at call time: those modules import this one.
-    """
-    import importlib
-
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
-
-
-def prune_sections(params: dict[str, Any]) -> dict[str, Any]:
-    """The prune section: shared PruneParams fields, ``finetune`` and ``rounds`` (one RoundParams each)."""
-    PruneParams, RoundParams = _defined_in("prune", "PruneParams"), _defined_in("prune", "RoundParams")
-
-    pp = params.get("prune") or {}
-    if not isinstance(pp, dict):
-        raise ParamsError(f"params.yaml: prune: expected a mapping, got {pp!r}")
-    own = {f.name for f in dataclasses.fields(PruneParams)}
-    known = own | {"finetune", "rounds"}
-    for k in pp:
-        if k not in known:
-            raise ParamsError(f"params.yaml: prune.{k}: unknown key (known: {', '.join(sorted(known))})")
-    rounds = pp.get("rounds") or {}
-    if not isinstance(rounds, dict):
-        raise ParamsError(f"params.yaml: prune.rounds: expected a mapping of round name -> "
-                          f"{{parent, width, epochs}}, got {rounds!r}")
-    return {
-        "prune": from_dict(PruneParams, {k: v for k, v in pp.items() if k in own}, "prune"),
-        "finetune": from_dict(FinetuneParams, pp.get("finetune"), "prune.finetune"),
-        "rounds": {str(n): from_dict(RoundParams, r, f"prune.rounds.{n}") for n, r in rounds.items()},
-    }
-
-
-def evaluate_section(params: dict[str, Any]) -> Any:
-    EvaluateParams = _defined_in("evaluate", "EvaluateParams")
-    p = section(params, "evaluate", EvaluateParams)
-    for name, ok, what in (("threads", lambda v: v >= 1, "must be >= 1"),
-                           ("repeats", lambda v: v >= 1, "must be >= 1 (timed runs per model)"),
-                           ("warmup", lambda v: v >= 0, "must be >= 0"),
-                           ("batch_sizes", lambda v: len(v) > 0 and min(v) >= 1, "must be a non-empty list of sizes >= 1")):
-        if hasattr(p, name) and not ok(getattr(p, name)):
-            raise ParamsError(f"params.yaml: evaluate.{name}: {what}, got {getattr(p, name)!r}")
-    return p
-
-
-def section(params: dict[str, Any], name: str, cls: type) -> Any:
-    """The typed view of one top-level section, e.g. ``section(p, "distill", DistillParams)``."""
-    return from_dict(cls, params.get(name), name)
-
-
-def seed_of(params: dict[str, Any]) -> int:
-    seed = _check(params.get("seed", 0), int, "seed")
-    if not 0 <= seed < 2**63:
-        raise ParamsError(f"params.yaml: seed: must be a non-negative integer, got {seed!r}")
-    return seed
+        raise ParamsError(f"params.yaml: {_join(key, e.field)}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -443,9 +281,173 @@ class FinetuneParams:
 
 
 @dataclass(frozen=True)
+class RoundParams:
+    """One pruning round: cut the parent, then fine-tune.
+
+    Args:
+        parent: name of the model this round reads (e.g. "distill" or "prune_1").
+        width: target width as a fraction of the ORIGINAL (unpruned) widths of the prunable
+            layers, cumulative like the course's ``width_mult`` (0.95, 0.9025, ...).
+        epochs: fine-tuning epochs after the cut.
+    """
+
+    parent: str
+    width: float
+    epochs: int = 3
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.width <= 1.0, "width", self.width, "must be in (0, 1] (a fraction of the unpruned widths)")
+        _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
+
+
+PRUNE_MODES = ("layer", "global")
+# StudentNet's prunable width indices by default (models.PRUNABLE_BLOCKS, written out here so that reading
+# params imports no torch; a test checks they agree), and the indices that can be cut at all: width 0 is
+# made by the stem (conv + its own BN), width 7 feeds the classifier with no BN after it.
+DEFAULT_BLOCKS = (3, 4, 5, 6)
+CUTTABLE = range(1, 7)
+
+
+@dataclass(frozen=True)
+class PruneParams:
+    """Network Slimming: how channels are chosen (shared by every round), the fine-tuning, and the rounds.
+
+    Args:
+        mode: "layer" (the course: per-layer top-k by |gamma|) or "global" (Liu et al.: one
+            threshold on |gamma| across the prunable layers, same total count).
+        min_channels: floor of channels per pruned layer, so no layer disappears.
+        blocks: StudentNet's prunable width indices (the course's 3..6); other archs prune every group.
+        round_to: every pruned width is a multiple of this (see ``prune.round_width``); 1 = no rounding.
+        finetune: fine-tuning after each cut.
+        rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
+    """
+
+    mode: Literal["layer", "global"] = "layer"
+    min_channels: int = 8
+    blocks: list[int] = field(default_factory=lambda: list(DEFAULT_BLOCKS))
+    round_to: int = 8
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    rounds: dict[str, RoundParams] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.min_channels >= 1, "min_channels", self.min_channels, "must be >= 1")
+        _require(self.round_to >= 1, "round_to", self.round_to, "must be >= 1 (1: the course's exact widths)")
+        _require(all(j in CUTTABLE for j in self.blocks) and len(set(self.blocks)) == len(self.blocks), "blocks",
+                 self.blocks, "must be distinct width indices in 1..6")
+
+    def only(self, name: str) -> "PruneParams":
+        """This section with round ``name`` alone: what one round's stage reads and records."""
+        return dataclasses.replace(self, rounds={name: self.rounds[name]})
+
+
+@dataclass(frozen=True)
 class QuantizeParams:
     models: list[str] = field(default_factory=lambda: ["distill"])  # checkpoints to quantize (one stage each)
     calibration_images: int = 512  # training images that calibrate int8 activation ranges
 
     def __post_init__(self) -> None:
         _require(self.calibration_images >= 1, "calibration_images", self.calibration_images, "must be >= 1")
+
+
+SHIP_KINDS = ("int8w", "int8", "uint8", "fp16")  # the quantized kinds; also the tie order of the shipping rule
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    threads: int = 2  # torch / ONNX Runtime intra-op threads for every latency figure
+    repeats: int = 15  # timed samples per model and batch size (min and median reported)
+    warmup: int = 3  # untimed runs first
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    ship: Literal["auto", "int8w", "int8", "uint8", "fp16"] = "auto"  # auto: the rule in evaluate.py's doc
+    max_drop: float = 0.5  # points of test accuracy an artifact may lose against its fp32 parent to ship
+
+    def __post_init__(self) -> None:
+        _require(self.threads >= 1, "threads", self.threads, "must be >= 1")
+        _require(self.repeats >= 1, "repeats", self.repeats, "must be >= 1 (timed runs per model)")
+        _require(self.warmup >= 0, "warmup", self.warmup, "must be >= 0")
+        _require(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "batch_sizes", self.batch_sizes,
+                 "must be a non-empty list of sizes >= 1")
+        _require(0 <= self.max_drop <= 100, "max_drop", self.max_drop, "must be between 0 and 100 (points)")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml, typed: ``params.prune.rounds["prune_3"].width``. Built by ``load_params``."""
+
+    seed: int = 0
+    data: DataParams = field(default_factory=DataParams)
+    student_net: StudentArchParams = field(default_factory=StudentArchParams)
+    teacher: TeacherParams = field(default_factory=TeacherParams)
+    student: StudentParams = field(default_factory=StudentParams)
+    distill: DistillParams = field(default_factory=DistillParams)
+    slim: SlimParams = field(default_factory=SlimParams)
+    prune: PruneParams = field(default_factory=PruneParams)
+    quantize: QuantizeParams = field(default_factory=QuantizeParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2**63, "seed", self.seed, "must be a non-negative integer")
+        models = _registry()
+        if self.teacher.small_input and not models.supports_small_input(self.teacher.arch):
+            raise FieldError("teacher.small_input", f"not supported by {self.teacher.arch} "
+                             f"(use teacher.input_size to feed it larger images)")
+        for key, role in (("student_net", "student"), ("teacher", "teacher")):
+            try:
+                models.check_arch(getattr(self, key).arch, role)
+            except ValueError as e:
+                raise FieldError(f"{key}.arch", str(e)) from None
+        rounds = self.prune.rounds
+        for name, r in rounds.items():
+            if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
+                raise FieldError(f"prune.rounds.{name}.parent", f"{r.parent!r} is not a model to prune "
+                                 f"(use student, distill or another round's name)")
+        known = {"teacher", "student", "distill", *rounds}
+        for i, m in enumerate(self.quantize.models):
+            if m not in known:
+                raise FieldError(f"quantize.models[{i}]", f"no model named {m!r} (known: {', '.join(sorted(known))})")
+
+    @property
+    def fp32_models(self) -> list[str]:
+        """Every fp32 checkpoint the pipeline makes, in pipeline order."""
+        return ["teacher", "student", "distill", *self.prune.rounds]
+
+
+def _registry() -> Any:
+    """The model registry, imported only to VALIDATE params.yaml (which archs exist, what they support).
+
+    Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
+    dynamic): validation can only reject a params file, never change what a stage computes, so an edit to
+    models.py must not rerun data preparation. Imported at call time: it imports torch.
+    """
+    import importlib
+
+    return importlib.import_module(f"{__package__}.models")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read ``path`` and validate the whole file into one typed ``Params``.
+
+    Raises:
+        ParamsError: the file is missing or not YAML, or any section, key or value is wrong; the message
+            is ``params.yaml: <section>.<key>: <why>``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the project folder, or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return validate(raw)
+
+
+def validate(raw: dict[str, Any]) -> Params:
+    """The typed ``Params`` of a params mapping (as read from YAML); ParamsError names the first bad key."""
+    teacher = raw.get("teacher")
+    if isinstance(teacher, dict) and "pretrained" in teacher:
+        raise ParamsError("params.yaml: teacher.pretrained: replaced by teacher.weights, a file under weights/ that "
+                          "the teacher stage depends on (README, \"Pretrained teachers\"); remove the key")
+    return from_dict(Params, raw, "")

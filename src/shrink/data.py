@@ -461,3 +461,17 @@ def normalizer(meta: dict[str, Any], device: torch.device | str = "cpu"):
 def data_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of the prepared meta a checkpoint carries so it can be used alone."""
     return {k: meta[k] for k in ("classes", "mean", "std", "image_size")}
+
+
+def calibration_sample(prepared: str | Path, n: int, seed: int) -> torch.Tensor:
+    """``n`` normalised float32 training images for int8 calibration, a seeded random sample (a folder
+    source's train split is ordered by class), in split order.
+
+    Args:
+        prepared: the prepared data folder.
+        n: images wanted (all of them when the split is smaller).
+        seed: the project seed.
+    """
+    train = load_split(prepared, "train")
+    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))[:n]
+    return normalizer(load_meta(prepared))(train.images[pick.sort().values])

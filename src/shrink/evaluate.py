@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,37 +46,16 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import state_dict_bytes
-from .config import FieldError
-from .data import Split, normalizer
+from .config import SHIP_KINDS, EvaluateParams, Params  # SHIP_KINDS: also the tie order of the shipping rule
+from .charts import csv_rows, read_live_curves, write_charts
+from .data import Split, load_meta, load_split, normalizer
+from .io import read_json, write_json, write_text
 from .models import count_params
 from .quantize import ARTIFACT_FILES
 from .runtime import Runtime, Timing, interleaved, load_runtime, ort_fp32
 
-SHIP_KINDS = ("int8w", "int8", "uint8", "fp16")  # also the tie order of the shipping rule
 FAST_BAND = 1.10  # "fast": within 10 % of the fastest runtime of the same network
 REFERENCE = "distill.ort"  # the unpruned student in ORT fp32: what every ratio of the shipped artifact is against
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    threads: int = 2  # torch / ONNX Runtime intra-op threads for every latency figure
-    repeats: int = 15  # timed samples per model and batch size (min and median reported)
-    warmup: int = 3  # untimed runs first
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
-    ship: str = "auto"  # auto (the rule in this module's doc) | fp16 | uint8 | int8 | int8w
-    max_drop: float = 0.5  # points of test accuracy an artifact may lose against its fp32 parent to ship
-
-    def __post_init__(self) -> None:
-        # FieldError: load_params reports it as `params.yaml: evaluate.<field>: <message>`
-        if self.ship not in ("auto", *SHIP_KINDS):
-            raise FieldError("ship", f"must be one of auto, {', '.join(SHIP_KINDS)}; got {self.ship!r}")
-        for key, low in (("threads", 1), ("repeats", 1), ("warmup", 0)):
-            if getattr(self, key) < low:
-                raise FieldError(key, f"must be >= {low}, got {getattr(self, key)}")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise FieldError("batch_sizes", f"must be a non-empty list of sizes >= 1, got {self.batch_sizes}")
-        if not 0 <= self.max_drop <= 100:
-            raise FieldError("max_drop", f"must be between 0 and 100 (points), got {self.max_drop}")
 
 
 @dataclass
@@ -108,16 +88,14 @@ def collect(models: Path, fp32_names: list[str], quantized: list[str], threads: 
         run = load_runtime(models / f"{name}.pt", threads)
         # bytes of the fp32 rows: the state_dict alone, as the course measured model size
         entries.append(Entry(name, run, count_params(run.model), state_dict_bytes(run.model)))
-    params = {e.name: e.params for e in entries}
+    counts = {e.name: e.params for e in entries}  # quantize.models name fp32 models (checked by config.Params)
     for name in fp32_names:
         run = ort_fp32(models / f"{name}.pt", workdir, threads)
-        entries.append(Entry(f"{name}.ort", run, params[name], run.bytes, source=name))
+        entries.append(Entry(f"{name}.ort", run, counts[name], run.bytes, source=name))
     for src in quantized:
-        if src not in params:
-            raise ValueError(f"quantize.models: {src!r} is not one of the fp32 models ({', '.join(fp32_names)})")
         for kind in SHIP_KINDS[::-1]:
             run = load_runtime(models / "quantized" / f"{src}.{ARTIFACT_FILES[kind]}", threads)
-            entries.append(Entry(f"{src}.{kind}", run, params[src], run.bytes, source=src))
+            entries.append(Entry(f"{src}.{kind}", run, counts[src], run.bytes, source=src))
     return entries
 
 
@@ -311,3 +289,52 @@ def prune_plot(ev: dict[str, dict[str, Any]], round_metrics: dict[str, dict[str,
         rows.append({"round": i, "model": name, "width": m["width"], "params": ev[name]["params"],
                      "test_acc": ev[name]["test_acc"], "val_acc_after_cut": m["val_acc_after_cut"]})
     return csv_text(rows, ["round", "model", "width", "params", "test_acc", "val_acc_after_cut"])
+
+
+def run(params: Params, *, data: str, models: str, prune_metrics: str, metrics: str, latency: str, plots: str,
+        report: str, predictions: str, live: str, charts: str) -> str:
+    """The evaluate stage: compare every model, choose what ships, write every output; returns report.md's text.
+
+    Everything is computed before anything is written, so a failure leaves the previous outputs alone.
+
+    Args:
+        params: reads ``prune.rounds``, ``quantize.models`` and ``evaluate``.
+        data: the prepared data folder.
+        models: the folder of ``<name>.pt`` and ``quantized/`` artifacts.
+        prune_metrics: the folder of the prune rounds' metrics JSON.
+        metrics, latency: evaluate.json and latency.json to write.
+        plots: folder for the plot CSVs; report: report.md; predictions: predictions.csv.
+        live: the dvclive folder of teacher/student/distill (training curves); charts: folder of PNG charts.
+    """
+    p, rounds, quantized = params.evaluate, list(params.prune.rounds), params.quantize.models
+    meta = load_meta(data)
+    with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
+        entries = collect(Path(models), ["teacher", "student", "distill", *rounds], quantized, p.threads, Path(tmp))
+        ev, lat, _ = compare(entries, load_split(data, "test"), meta, p)
+        shipped = None
+        if quantized:
+            name, rule, verdicts = choose_shipped(ev, lat, quantized[-1], p)
+            ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
+            shipped = next(e for e in entries if e.name == name)
+        rows = {k: v for k, v in ev.items() if k != "shipped"}
+        rounds_metrics = {name: read_json(Path(prune_metrics) / f"{name}.json") for name in rounds}
+        text = "# shrink report\n\n" + report_markdown(rows, lat, p, ev.get("shipped"))
+        csv_predictions = "Id,Category\n"  # no unlabeled split in this dataset: header only
+        if "evaluation" in meta["splits"] and shipped:
+            evaluation = load_split(data, "evaluation")
+            csv_predictions = predictions_csv(evaluation.ids, predict_classes(shipped.run, evaluation.images,
+                                                                              normalizer(meta)))
+            text += (f"\n`{predictions}`: {len(evaluation.ids)} predictions of the unlabeled evaluation split "
+                     f"by `{shipped.name}`.\n")
+        prune_csv = prune_plot(rows, rounds_metrics)
+        curves = read_live_curves(live)
+
+    write_json(ev, metrics)
+    write_json(lat, latency)
+    write_text(models_plot(rows), Path(plots) / "models.csv")
+    write_text(prune_csv, Path(plots) / "prune.csv")
+    write_text(csv_predictions, predictions)
+    text += "\n" + write_charts(ev, lat, csv_rows(prune_csv), curves, charts, Path(report).parent,
+                                shipped=shipped.name if shipped else None, batch_sizes=p.batch_sizes)
+    write_text(text, report)
+    return text

@@ -1,15 +1,14 @@
 """What every training stage does around ``train.fit``: load data, train, test, save, report.
 
-Stages in ``stages/`` stay a screenful: they read their params section, build the model and the
-loss, and call ``run_training``.
+Stages in ``stages/`` stay a screenful: ``shrink.stage`` hands them their params, they build the model
+and the loss, and call ``run_training``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from torch import nn
 
@@ -20,19 +19,6 @@ from .io import write_json, write_text
 from .models import count_params
 from .distributed import context, finish, write_rank_hash
 from .train import evaluate, fit, select_device
-
-
-def stage_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
-    """Common command line of the training stages: all paths come from dvc.yaml."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    ap.add_argument("--data", default="data/prepared", help="prepared data folder")
-    ap.add_argument("--out", required=True, help="checkpoint to write (.pt); a torchinfo summary goes beside it")
-    ap.add_argument("--metrics", required=True, help="metrics JSON to write")
-    ap.add_argument("--live", default=None, help="dvclive folder for per-epoch curves")
-    if extra:
-        extra(ap)
-    return ap.parse_args()
 
 
 def summary_text(model: nn.Module, image_size: int) -> str:

@@ -55,63 +55,12 @@ from torch import nn
 
 import torch_pruning as tp
 
+from .config import CUTTABLE, PRUNE_MODES, PruneParams, RoundParams  # noqa: F401 (re-exported)
 from .models import PRUNABLE_BLOCKS, StudentNet, output_layer_name, structure_of
 
 K = TypeVar("K")
 
-MODES = ("layer", "global")
-# Width indices whose channels follow the pointwise -> depthwise/BN/pointwise coupling above. Width 0
-# is produced by the stem (conv + its own BN) and width 7 feeds the classifier with no BN after it.
-CUTTABLE = range(1, 7)
-
-
-@dataclass(frozen=True)
-class PruneParams:
-    """How channels are chosen (shared by every pruning round).
-
-    Args:
-        mode: "layer" (the course: per-layer top-k by |gamma|) or "global" (Liu et al.: one
-            threshold on |gamma| across the prunable layers, same total count).
-        min_channels: floor of channels per pruned layer, so no layer disappears.
-        blocks: prunable width indices (the course's 3..6).
-        round_to: every pruned width is a multiple of this (see ``round_width``); 1 = no rounding.
-    """
-
-    mode: str = "layer"
-    min_channels: int = 8
-    blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
-    round_to: int = 8
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"prune.mode must be one of {MODES}, got {self.mode!r}")
-        if self.min_channels < 1:
-            raise ValueError(f"prune.min_channels must be >= 1, got {self.min_channels}")
-        if self.round_to < 1:
-            raise ValueError(f"prune.round_to must be >= 1, got {self.round_to}")
-        _check_blocks(self.blocks)
-
-
-@dataclass(frozen=True)
-class RoundParams:
-    """One pruning round: cut the parent, then fine-tune.
-
-    Args:
-        parent: name of the model this round reads (e.g. "distill" or "prune_1").
-        width: target width as a fraction of the ORIGINAL (unpruned) widths of the prunable
-            layers, cumulative like the course's ``width_mult`` (0.95, 0.9025, ...).
-        epochs: fine-tuning epochs after the cut.
-    """
-
-    parent: str
-    width: float
-    epochs: int = 3
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.width <= 1.0:
-            raise ValueError(f"prune round width must be in (0, 1], got {self.width}")
-        if self.epochs < 0:
-            raise ValueError(f"prune round epochs must be >= 0, got {self.epochs}")
+MODES = PRUNE_MODES
 
 
 def _check_blocks(blocks: Sequence[int]) -> None:

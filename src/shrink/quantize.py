@@ -398,6 +398,19 @@ def save_int8w(ckpt: dict[str, Any], path: str | os.PathLike) -> int:
     return os.path.getsize(path)
 
 
+def save_all(ckpt: dict[str, Any], calib_images_float: torch.Tensor, prefix: str | os.PathLike) -> dict[str, int]:
+    """Every artifact of a checkpoint (``<prefix>.<ARTIFACT_FILES[kind]>``); returns ``{"<kind>_bytes": size}``.
+
+    Args:
+        ckpt: a checkpoint dict.
+        calib_images_float: normalised calibration images for the int8 kind (``data.calibration_sample``).
+        prefix: path prefix, e.g. ``models/quantized/distill``.
+    """
+    save = {"fp16": save_fp16, "uint8": save_uint8, "int8w": save_int8w,
+            "int8": lambda c, path: save_int8(c, calib_images_float, path)}
+    return {f"{kind}_bytes": save[kind](ckpt, f"{prefix}.{ext}") for kind, ext in ARTIFACT_FILES.items()}
+
+
 # ---------------------------------------------------------------- reading artifacts
 
 def read_pt(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""The one front door for params (config.load_params -> Params) and the one stage entry point (shrink.stage)."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from shrink.checkpoint import ArtifactError, model_from_checkpoint, save_checkpoint
+from shrink.config import Params, ParamsError, TrainParams, auto_nproc, load_params, validate
+from shrink.models import PRUNABLE_BLOCKS, StudentNet
+from shrink.stage import StageParams
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_repo_params_load_into_one_typed_object():
+    p = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert isinstance(p, Params) and dataclasses.is_dataclass(p.prune.finetune.train)
+    assert list(p.prune.rounds) == list(raw["prune"]["rounds"])
+    assert p.prune.rounds["prune_3"].width == raw["prune"]["rounds"]["prune_3"]["width"]
+    assert p.fp32_models == ["teacher", "student", "distill", *raw["prune"]["rounds"]]
+    assert tuple(p.prune.blocks) == PRUNABLE_BLOCKS  # config's default blocks are the registry's
+
+
+def test_one_round_alone_is_what_a_round_records():
+    p = load_params(ROOT / "params.yaml").prune
+    one = p.only("prune_2")
+    assert list(one.rounds) == ["prune_2"] and one.finetune == p.finetune and one.mode == p.mode
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"distil": {}}, "params.yaml: distil: unknown section"),
+    ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0}}}}, "params.yaml: prune.rounds.r1.width: must be in (0, 1]"),
+    ({"prune": {"blocks": [0, 3]}}, "params.yaml: prune.blocks: must be distinct width indices in 1..6"),
+    ({"prune": {"mode": "lyer"}}, "params.yaml: prune.mode: must be one of layer, global"),
+    ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, int8w"),
+    ({"evaluate": {"batch_sizes": []}}, "params.yaml: evaluate.batch_sizes: must be a non-empty list"),
+    ({"quantize": {"models": ["nope"]}}, "params.yaml: quantize.models[0]: no model named 'nope'"),
+    ({"seed": -1}, "params.yaml: seed: must be a non-negative integer"),
+])
+def test_every_error_names_section_and_key_in_one_style(raw, message):
+    with pytest.raises(ParamsError) as e:
+        validate(raw)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_nproc_auto_stays_a_value_until_processes_start():
+    t = TrainParams(nproc="auto", batch_size=128)
+    assert t.nproc == "auto"  # reading params probes no machine
+    assert t.processes() == auto_nproc(t.device, t.batch_size)
+    assert TrainParams(nproc=2, batch_size=128).processes() == 2
+    with pytest.raises(ValueError, match="nproc=3"):
+        TrainParams(nproc=3, batch_size=128)
+
+
+def test_a_stage_cannot_read_an_undeclared_section():
+    view = StageParams(Params(), "student", ("seed", "student"))
+    assert view.student.train.epochs == Params().student.train.epochs and view.seed == 0
+    with pytest.raises(AttributeError, match="student reads params section 'distill' without declaring it"):
+        view.distill
+
+
+def test_stage_help_lists_the_declared_paths_without_loading_params(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/quantize.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert all(flag in proc.stdout for flag in ("--data", "--model", "--out-prefix", "--metrics", "--params"))
+
+
+def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
+    path = tmp_path / "models" / "distill.pt"
+    save_checkpoint(path, StudentNet(num_classes=3), name="studentnet", model_kwargs={"base": 16}, num_classes=3,
+                    data_meta={"classes": ["a", "b", "c"], "mean": [0.5] * 3, "std": [0.5] * 3, "image_size": 16},
+                    params={})
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_kwargs"] = {"base": 8}  # the weights no longer fit the model it names
+    torch.save(ckpt, path)
+    with pytest.raises(ArtifactError, match=rf"^{path}: weights do not fit"):
+        model_from_checkpoint(path)
