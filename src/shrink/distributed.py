@@ -1,13 +1,13 @@
 """Several processes per training stage: ``torchrun`` with DistributedDataParallel, no new dependency.
 
-A stage whose ``<section>.train.nproc`` is 1 runs as a plain process, as before. Above 1,
-``relaunch(nproc, stage)`` re-executes the same command line under ``python -m torch.distributed.run``
+A stage whose ``<section>.train.nproc`` is 1 runs as one plain process. Above 1,
+``relaunch(nproc)`` re-executes the same command line under ``python -m torch.distributed.run``
 (one machine, N processes, rendezvous on a free loopback port). Inside, ``context()`` initialises the
 process group (gloo on the CPU, NCCL on CUDA) and tells ``train.fit`` which shard of each global batch
 this rank trains on. Only rank 0 writes checkpoints, metrics and dvclive logs (``is_writer``).
 
 Several machines: run ``torchrun --nnodes=M --node-rank=i --rdzv-endpoint=HOST:PORT ... stages/<x>.py``
-yourself on each machine (README, "Several GPUs or machines"): the stage sees ``WORLD_SIZE`` already
+yourself on each machine (docs/distributed.md): the stage sees ``WORLD_SIZE`` already
 set and does not relaunch.
 """
 from __future__ import annotations

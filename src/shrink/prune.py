@@ -36,10 +36,8 @@ Differences from the course's ``network_slimming``:
 * every kept count is rounded to a multiple of ``round_to`` (8 by default; 1 gives the course's
   counts exactly), see ``round_width``. Why: ONNX Runtime runs convolutions in a blocked (NCHWc)
   layout whose blocks are 8 channels (AVX2; 16 with AVX-512); counts off the grid, such as the
-  course's 121/243 ... 99/198, fall back to slower kernels. Measured (ORT 1.31 fp32, 2 threads, batch
-  64, fastest of 400 interleaved calls on a loaded 2-core AVX2 box): unpruned 1.97 ms, the fifth round
-  at 99/198 channels 6.64 ms (slower than no pruning at all), at 96/200 2.20 ms; the fourth round's
-  104/208, a multiple of 8 by chance, 1.87 ms.
+  course's 121/243 ... 99/198, fall back to slower kernels that can make a pruned net slower than the
+  unpruned one (docs/experiments/2026-11-25-aligned-widths-latency.md).
 
 The L1 penalty on gammas that makes them sparse is ``bn_l1_hook``, plugged into
 ``train.train_one_epoch(after_backward=...)``.

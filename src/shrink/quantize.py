@@ -19,20 +19,15 @@ nothing else):
        "raw": {"torch.int64": (M,), ...},      kept tensors, concatenated per dtype
        "index": [(name, shape, "q8" | dtype), ...]}   state_dict order; offsets follow from shapes
 
-  Why flat buffers: ``torch.save`` stores every tensor as its own zip entry (64-byte aligned, with
-  local and central headers), about 150-200 bytes each. Measured on the default
-  ``StudentNet(num_classes=11)`` (256,779 params, 72 state_dict tensors): fp32 state_dict 1,057,611 B;
-  fp16 state_dict 538,635 B; uint8 as a dict of ``{q, min, max}`` tensors per entry 312,367 B (over the
-  300,000 B limit), with Python-float min/max 281,803 B; flat buffers 264,225 B. The legacy
-  non-zip format (``_use_new_zipfile_serialization=False``) would save another ~1.5 kB but cannot be
-  memory-mapped and is on its way out, so the default zip format is used. With the data meta and this
-  project's full params (~2.4 kB pickled) the file is 267,067 B (course: 268,472 B); fp16 542,003 B
-  (course: 522,958 B); the fp32 checkpoint 1,057,153 B.
+  Why flat buffers: ``torch.save`` stores every tensor as its own zip entry (about 150-200 bytes of headers
+  each), so a dict of per-tensor ``{q, min, max}`` would not fit the course's 300,000-byte limit for
+  StudentNet; flat buffers do (sizes: docs/experiments/2026-11-25-quantized-formats.md).
 
 * **fp16** (``save_fp16``): the checkpoint with floating state_dict tensors in half precision.
 
-* **int8 ONNX** (``save_int8``): static int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax
-  calibration on normalised training images) with ``onnxruntime.quantization.quantize_static``, from the
+* **int8 ONNX** (``save_int8``): static int8 (QDQ, per-channel int8 weights held to 7 bits with
+  ``reduce_range`` so that CPUs without VNNI do not saturate, uint8 activations, MinMax calibration on
+  normalised training images) with ``onnxruntime.quantization.quantize_static``, from the
   one fp32 exporter ``export_onnx`` (TorchScript exporter, opset 17, input ``"input"`` with a dynamic batch
   axis, output ``"logits"``; eval-mode export folds BatchNorm into the convolutions).
 
@@ -50,12 +45,9 @@ nothing else):
 Every ONNX artifact carries its meta (the keys above plus ``kind``, compact JSON) in the model's
 ``metadata_props`` under ``"shrink"``; no sidecar file.
 
-Timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict) and
-``shrink bench``; this module only writes and reads artifacts, so editing a benchmark never invalidates
-the quantize stage. History (measured with the benchmark then in this module, 2 vCPUs, 28 px): for the
-depthwise-separable student, ORT's int8 *compute* (QDQ) never beat ORT fp32 (batch 64: 2.5 vs 1.5 ms
-min), PyTorch's FX int8 was deprecated and slower under load, QOperator ran the same kernels as QDQ.
-Hence the weight-only int8 file: int8 on disk, fp32 speed in ORT.
+Timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict); this
+module only writes and reads artifacts, so editing a benchmark never invalidates the quantize stage. Why a
+weight-only int8 file beside static int8: docs/experiments/2026-11-25-quantized-formats.md.
 """
 from __future__ import annotations
 
