@@ -15,8 +15,8 @@ Sections, one module each where they have code of their own:
    teacher and ``distill.ort``). The benchmark times no model a second time.
 3. data path (``datapath``): images/s of the pipeline's training loop over prepared tensors against the
    course's PIL-per-item loader over the same images, same model and batch size.
-4. pipeline cost (``sections``, on ``project``): wall time of a full ``dvc repro`` from an empty cache in a
-   fresh copy of the project, of a no-op ``dvc repro`` and of the rerun after changing one late pruning round.
+4. pipeline cost (``sections``): wall time of a full ``dvc repro`` from an empty cache in a fresh copy of the
+   project (made by ``project``), of a no-op ``dvc repro`` and of the rerun after changing one late pruning round.
 5. the machine (``sections``): CPU, cores, library versions, date, how busy it was.
 
 ``targets`` holds the goals, ``report`` the markdown page, ``cli`` the command line. ``project`` (copies of

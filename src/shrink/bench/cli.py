@@ -11,7 +11,7 @@ from typing import Any
 
 from ..runtime import busy_warnings
 from .project import git_commit, make_project_copy, outputs_stale, repro_untimed
-from .report import fmt, fmt_bytes, render_markdown
+from .report import fmt, fmt_bytes, render_markdown, speedup
 from .sections import compression, has_outputs, latency, machine_info, machine_state, pipeline_cost
 from .targets import check_target
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results["warnings"] += [f"metrics/latency.json (evaluate's timing): {w}" for w in lat["warnings"]]
     for r in lat["models"]:
         print(f"  {r['name']:<22} {r['runtime']:<36} " + "  ".join(
-            f"b{b}: {fmt(r['batch'][str(b)]['median_ms'], '.3g')} ms ({fmt(r['batch'][str(b)]['vs_ref'], '.2f')}x "
+            f"b{b}: {fmt(r['batch'][str(b)]['median_ms'], '.3g')} ms ({speedup(r['batch'][str(b)]['vs_ref'])} "
             f"{lat['reference']})" for b in lat["batch_sizes"]) + "  [median]", flush=True)
 
     if args.skip_data_path:

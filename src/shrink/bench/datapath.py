@@ -189,8 +189,8 @@ def data_path(project: Path, work: Path, n_images: int, batch_size: int, repeats
          "images_per_s": ips["seed_data"], "pipeline_speedup": ratio(ips["pipeline_data"], ips["seed_data"])},
     ]
     for r in rows:
-        speedup = "—" if r["pipeline_speedup"] is None else f"{r['pipeline_speedup']:.2f}"
-        print(f"  {r['images_per_s']:8.0f} img/s  {speedup}x  {r['loader']}", flush=True)
+        faster = "—" if r["pipeline_speedup"] is None else f"{r['pipeline_speedup']:.2f}x"
+        print(f"  {r['images_per_s']:8.0f} img/s  {faster}  {r['loader']}", flush=True)
     return {
         "images": n_images,
         "batch_size": batch_size,

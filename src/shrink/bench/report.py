@@ -51,8 +51,9 @@ def _times(cell: Mapping[str, Any]) -> str:
     return f"{fmt(cell.get('median_ms'), '.3g')} / {fmt(cell.get('min_ms'), '.3g')}"
 
 
-def _speedup(x: float | None) -> str:
-    return fmt(x, ".2f") + ("x" if x is not None else "")
+def speedup(x: float | None) -> str:
+    """A speed ratio: two decimals, or two significant digits below 0.1 (0.002x, not 0.00x)."""
+    return fmt(x, ".2f" if x is None or abs(x) >= 0.1 else ".2g") + ("x" if x is not None else "")
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
@@ -101,7 +102,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 f"Measured by the evaluate stage, not by this command: {lat.get('source', 'metrics/latency.json')} "
                 f"of the measured project ({lat.get('statistic') or 'median and min of the repeats'}). "
                 f"{lat.get('repeats')} interleaved samples per model (shrink.runtime.interleaved) after "
-                f"{lat.get('warmup')} warm-up runs, {lat.get('threads')} thread(s) (params.yaml evaluate.threads), "
+                f"{lat.get('warmup')} warm-up run(s), {lat.get('threads')} thread(s) (params.yaml evaluate.threads), "
                 f"{lat.get('image_size')} px inputs; load average {fmt(lat.get('load_before'), '.2f')} before, "
                 f"{fmt(lat.get('load_after'), '.2f')} after. Times: median / min (ms). Speed-up = the teacher's or "
                 f"`{ref}`'s median time / the model's median time; `{ref}` is the unpruned student exported to ONNX "
@@ -113,8 +114,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         for r in lat.get("models", []):
             cells = [r["batch"].get(str(b), {}) for b in bs]
             out.append(f"| {r['name']} | {r.get('runtime') or '—'} | "
-                       + " | ".join([_times(x) for x in cells] + [_speedup(x.get("vs_teacher")) for x in cells]
-                                    + [_speedup(x.get("vs_ref")) for x in cells]) + " |")
+                       + " | ".join([_times(x) for x in cells] + [speedup(x.get("vs_teacher")) for x in cells]
+                                    + [speedup(x.get("vs_ref")) for x in cells]) + " |")
         out.append("")
 
     d = results.get("data_path")
@@ -125,8 +126,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 f"passes after one untimed pass. {d.get('note', '')}", "",
                 "| loader | images/s | pipeline is faster by |", "|---|---:|---:|"]
         for r in d.get("rows", []):
-            speedup = _speedup(r.get("pipeline_speedup"))
-            out.append(f"| {r['loader']} | {fmt(r.get('images_per_s'), '.0f')} | {speedup} |")
+            faster = speedup(r.get("pipeline_speedup"))
+            out.append(f"| {r['loader']} | {fmt(r.get('images_per_s'), '.0f')} | {faster} |")
         out.append("")
 
     p = results.get("pipeline")

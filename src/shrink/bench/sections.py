@@ -74,7 +74,8 @@ def compression(project: Path) -> dict[str, Any]:
         "shipped_bytes": shipped["bytes"],
         "uint8_bytes": uint8,
         "shipped_vs_uint8": ratio(shipped["bytes"], uint8),
-        "shipped_acc_drop_points": None if shipped.get("acc_vs_parent") is None else -100 * shipped["acc_vs_parent"],
+        "shipped_acc_drop_points": None if shipped.get("acc_vs_parent") is None
+        else 0.0 - 100 * shipped["acc_vs_parent"],  # 0.0 - : no "-0" when nothing was lost
         "parent": parent,
         "final": fp32[-1] if fp32 else None,
         "size_ratio": ratio(teacher.get("bytes"), shipped["bytes"]),
