@@ -55,7 +55,7 @@ import sys
 
 import yaml
 
-from shrink.bench import copy_pipeline, tiny_overrides  # one definition of "tiny", shared with `shrink bench --quick`
+from shrink.bench.project import copy_pipeline, tiny_overrides  # one "tiny", shared with `shrink bench --quick`
 
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")

@@ -30,7 +30,7 @@ from PIL import Image
 
 from conftest import ROOT, dvc, git, make_food11, make_imagefolder, make_project, write_image
 from shrink import predict
-from shrink.bench import tiny_overrides
+from shrink.bench.project import tiny_overrides
 from shrink.checkpoint import save_checkpoint
 from shrink.data import PrepareError, decode_image, load_meta, load_split, prepare, to_rgb
 from shrink.config import DataParams

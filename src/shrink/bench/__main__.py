@@ -1,0 +1,4 @@
+"""``python -m shrink.bench``."""
+from .cli import main
+
+raise SystemExit(main())
