@@ -29,7 +29,7 @@ dataset:
 browser:
 	@bash scripts/ensure-chromium.sh
 
-bench: setup dataset        ## measure what the pipeline buys (see README, "Benchmark")
+bench: setup dataset        ## measure what the pipeline buys (docs/benchmark.md)
 	python -m shrink.bench
 
 clean-venv:

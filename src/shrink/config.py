@@ -69,7 +69,7 @@ def auto_nproc(device: str = "auto", batch_size: int = 2) -> int:
     """What ``nproc: auto`` means on this machine: 2 processes (one thread each on 2 cores) when training on
     the CPU of a Linux machine with 2+ cores, else 1.
 
-    Measured on 2 cores (README, "Faster on one CPU"): StudentNet's training stage ran 1.86x faster as two
+    Measured on 2 cores (docs/faster-on-cpu.md): StudentNet's training stage ran 1.86x faster as two
     1-thread DDP processes than as one 2-thread process (small convolutions scale badly over threads, and
     the batch bookkeeping runs in parallel too). One process where that was not measured or does not hold:
     CUDA (one process per GPU is the user's call: ``nproc: N``), macOS and Windows (gloo binds the Linux
