@@ -80,7 +80,7 @@ class KDLoss:
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, views=None) -> torch.Tensor:
         if self.table is not None and views is not None:
-            idx, flipped = views
+            idx, flipped = views  # on the training device already when fit put the split there: no copy
             teacher_logits = self.table[idx.to(self.table.device), flipped.long().to(self.table.device)]
         else:
             with torch.no_grad():

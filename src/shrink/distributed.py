@@ -9,6 +9,11 @@ this rank trains on. Only rank 0 writes checkpoints, metrics and dvclive logs (`
 Several machines: run ``torchrun --nnodes=M --node-rank=i --rdzv-endpoint=HOST:PORT ... stages/<x>.py``
 yourself on each machine (docs/distributed.md): the stage sees ``WORLD_SIZE`` already
 set and does not relaunch.
+
+What is checked where processes start, as one-line errors instead of a rank's traceback: ``nproc`` against
+the GPUs torch sees (``check_nproc``, before torchrun starts), ``batch_size`` against the world torchrun
+actually started (``check_batch``, in each rank, also under a torchrun started by hand), and a rank's
+``LOCAL_RANK`` against the GPUs of its machine (``context``).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .config import cores
+from .config import ParamsError, UserError, cores
 
 
 @dataclass(frozen=True)
@@ -55,15 +60,64 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def relaunch(nproc: int) -> None:
+def check_nproc(nproc: int, device: str, device_count: int, key: str = "train") -> None:
+    """Refuse more CUDA processes than GPUs: rank r takes ``cuda:r``, so with fewer GPUs than processes the
+    last ranks would die in ``torch.cuda.set_device`` with "invalid device ordinal" (and NCCL refuses two
+    ranks on one GPU). The CPU has no such limit.
+
+    Args:
+        nproc: processes to start on this machine.
+        device: the device type they train on, ``"cuda"`` or ``"cpu"``.
+        device_count: the CUDA devices visible (``torch.cuda.device_count()``, after CUDA_VISIBLE_DEVICES).
+        key: the params section holding ``nproc`` (e.g. ``distill.train``), for the message.
+    """
+    if device != "cuda" or nproc <= device_count:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = f"{device_count} GPU{'s' if device_count != 1 else ''}" + (
+        f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
+    raise ParamsError(f"params.yaml: {key}.nproc: {nproc} processes on CUDA need one GPU each, but torch sees "
+                      f"{seen}; set nproc to at most {device_count}, or device: cpu")
+
+
+def check_batch(batch_size: int, world: int, key: str = "train") -> None:
+    """The global batch must split evenly over the processes actually started, which under a torchrun
+    started by hand (several machines: ``--nnodes`` x ``--nproc-per-node``) is not ``nproc``.
+
+    Args:
+        batch_size: the global batch (``<key>.batch_size``).
+        world: processes started in all (torchrun's ``WORLD_SIZE``).
+        key: the params section (e.g. ``distill.train``), for the message.
+    """
+    if batch_size % world:
+        raise ParamsError(f"params.yaml: {key}.batch_size: {batch_size} does not split evenly over the {world} "
+                          f"processes torchrun started (WORLD_SIZE={world}); use a multiple of {world}")
+
+
+def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size: int | None = None) -> None:
     """With ``nproc`` > 1 and not yet under torchrun, replace this process by ``torchrun`` running the same
     command line ``nproc`` times; returns (doing nothing) otherwise. ``TrainParams`` has already checked
     that the global batch splits evenly over ``nproc``.
+
+    Args:
+        nproc: ``<key>.nproc``, processes on this machine.
+        device: ``<key>.device``; on CUDA, ``nproc`` may not exceed the visible GPUs (``check_nproc``).
+        key: the params section these come from (e.g. ``distill.train``), named in errors.
+        batch_size: ``<key>.batch_size``; when given, each rank under torchrun checks it against the
+            ``WORLD_SIZE`` actually started (``check_batch``), torchrun started by hand included.
     """
-    if nproc <= 1 or under_torchrun():
+    if under_torchrun():
+        if batch_size is not None:
+            check_batch(batch_size, int(os.environ["WORLD_SIZE"]), key)
         return
+    if nproc <= 1:
+        return
+    from .train import select_device  # here: train imports this module
+
+    on_cuda = select_device(device).type == "cuda"
+    check_nproc(nproc, "cuda" if on_cuda else "cpu", torch.cuda.device_count() if on_cuda else 0, key)
     env = dict(os.environ)
-    if not torch.cuda.is_available() or env.get("SHRINK_DEVICE") == "cpu":
+    if not on_cuda:
         # the cores are shared among the processes: 2 processes on 2 cores use 1 thread each
         env["OMP_NUM_THREADS"] = str(max(1, cores() // nproc))
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over loopback only
@@ -88,6 +142,10 @@ def context(device: torch.device) -> Dist:
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if local >= count:  # a torchrun started by hand with more processes per machine than GPUs
+            raise UserError(f"torchrun: local rank {local} has no GPU of its own: torch sees {count} on this "
+                            f"machine; start at most {count} processes per machine (--nproc-per-node={count})")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

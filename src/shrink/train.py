@@ -6,18 +6,23 @@ Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ct
 "view-aware": ``fit`` calls ``prepare`` once, and each step passes ``views=(indices, flipped)`` too,
 so it can look up what it precomputed (distillation's cached teacher logits). Data are the prepared
 uint8 tensors; augmentation (random crop with padding, horizontal flip) runs on whole batches as
-tensor ops, on the training device.
+tensor ops, on the training device. On CUDA the training split is copied to the GPU once and the step's
+random draws are made there: a training step makes no host-device sync of its own (SyncBatchNorm and
+fp16's GradScaler each make one per step, inside PyTorch). On the CPU the draws are those of the one
+CPU generator, in the same order as ever, so CPU results do not depend on this.
 
 Several processes (``cfg.nproc`` > 1, started by torchrun: ``distributed.py``): every rank draws the
 same global batch order and augmentation from the same seed and trains on its contiguous part of
 each global batch, so the optimiser sees the gradient of the whole global batch and the schedule has
 the step count of one process. BatchNorm: SyncBatchNorm on CUDA; on the CPU (where PyTorch has no
 SyncBatchNorm) each rank normalises with its own part's statistics and DDP broadcasts rank 0's
-running statistics at every forward, so all ranks hold the same buffers.
+running statistics at every forward, so all ranks hold the same buffers. Randomness inside the model
+(dropout) is seeded per rank; the weights agree because DDP broadcasts rank 0's at the start.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 import time
@@ -40,14 +45,26 @@ Hook = Callable[[nn.Module], None]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; ``deterministic`` also asks for deterministic kernels."""
+    """Seed Python, NumPy and torch; ``deterministic`` also asks for deterministic kernels. Otherwise cuDNN
+    benchmarks its convolution algorithms once per shape and keeps the fastest: the shapes are fixed (one
+    batch size, plus the last batch's), so that search is paid once. (No effect on the CPU.)"""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Give rank ``rank`` > 0 of a distributed run its own torch seed, for the randomness inside the model
+    (dropout): ranks see different samples, and the same masks on each would correlate them. Rank 0 keeps
+    its stream, the one a single process has, so one process and rank 0 draw alike. What must agree is
+    agreed elsewhere: initial weights (DDP broadcasts rank 0's), batch order and augmentation (every rank
+    draws the whole global batch from ``fit``'s own generator and takes its part)."""
+    if rank > 0:
+        torch.manual_seed(seed + 1_000_003 * rank)
 
 
 def select_device(name: str | None = None) -> torch.device:
@@ -61,13 +78,25 @@ def select_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(capability: tuple[int, int] | None) -> torch.dtype | None:
+    """Autocast dtype for training on a GPU of CUDA compute ``capability`` (None: the CPU).
+
+    bf16 where the GPU has bf16 hardware (8.0 and up: A100, RTX 30xx and later); fp16, with a GradScaler,
+    below (T4 and RTX 20xx 7.5, V100 7.0): ``torch.cuda.is_bf16_supported()`` answers yes there too, by
+    default, because PyTorch can *emulate* bf16, several times slower than fp16. None on the CPU: bf16 was
+    measured 0.90x for StudentNet at 28 px on an AVX-512 CPU, and 0.03x for ResNet18 on an AVX2 one, which
+    has no bf16 instructions (README, "Faster on one CPU").
+    """
+    if capability is None:
+        return None
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training on ``device``: bf16 where the GPU supports it, else fp16 (with a
-    GradScaler); None on the CPU: bf16 was measured 0.90x for StudentNet at 28 px on an AVX-512 CPU, and
-    0.03x for ResNet18 on an AVX2 one, which has no bf16 instructions (README, "Faster on one CPU")."""
+    """Autocast dtype for training on ``device`` (``autocast_dtype`` of its compute capability)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return autocast_dtype(torch.cuda.get_device_capability(device))
 
 
 def augment(
@@ -79,32 +108,30 @@ def augment(
     Args:
         x: the batch, or with ``total``, the ``part`` of a batch of ``total`` samples: the random draws
             are those of the whole batch (so every rank of a distributed run draws what one process would).
-        flipped: when given, receives the boolean flip mask of ``x`` (for view-aware losses).
+        gen: draws the crops and flips on its own device: a generator on ``x``'s GPU keeps the step free
+            of host-device copies; a CPU one draws exactly what it always drew.
+        flipped: when given, receives the boolean flip mask of ``x``, on ``x``'s device (for view-aware losses).
     """
     n, _, h, w = x.shape
     total = n if total is None else total
+    on = gen.device
     if padding > 0:
         padded = F.pad(x, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen)[part]
-        ox = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen)[part]
-        rows = (oy + torch.arange(h)).to(x.device)  # (n, h)
-        cols = (ox + torch.arange(w)).to(x.device)  # (n, w)
+        oy = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen, device=on)[part]
+        ox = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen, device=on)[part]
+        rows = (oy + torch.arange(h, device=on)).to(x.device)  # (n, h); .to is a no-op when gen is on x's device
+        cols = (ox + torch.arange(w, device=on)).to(x.device)  # (n, w)
         b = torch.arange(n, device=x.device)[:, None, None]
         # advanced indexing gathers each sample's own window: result (n, h, w, c)
         x = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    mask = (torch.rand(total, generator=gen) < 0.5)[part] if flip else torch.zeros(n, dtype=torch.bool)
     if flip:
-        x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+        mask = (torch.rand(total, generator=gen, device=on) < 0.5)[part].to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    else:
+        mask = torch.zeros(n, dtype=torch.bool, device=x.device)
     if flipped is not None:
         flipped.append(mask)
     return x.contiguous()
-
-
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host -> device copy; on CUDA through pinned memory, so the copy is asynchronous."""
-    if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x
 
 
 def make_optimizer(model: nn.Module, cfg: TrainParams, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
@@ -182,12 +209,20 @@ def train_one_epoch(
     """One pass over ``data`` in a seeded random order; returns (mean loss, accuracy) over the whole split.
 
     With ``ctx.world`` > 1, ``model`` is the DDP-wrapped network and this rank trains on its part of each
-    global batch; ``after_backward`` then receives the inner module.
+    global batch; ``after_backward`` then receives the inner module. ``data`` may be on ``device`` already
+    (``fit`` puts it on the GPU) or on the CPU (each batch is then copied over).
     """
     model.train()
     inner = getattr(model, "module", model)
     n = len(data.labels)
     order = torch.randperm(n, generator=gen)
+    aug_gen = gen
+    if device.type != "cpu":
+        # on a GPU the step's random draws are made there, seeded by one host draw per epoch (the same on
+        # every rank): a draw made on the host and copied with .to(device) is a sync point every step
+        aug_gen = torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        if data.images.device.type == device.type:
+            order = order.to(device)  # one copy per epoch; each step's indices are slices of it
     total_loss = torch.zeros((), device=device)
     total_hit = torch.zeros((), device=device, dtype=torch.long)
     dtype = amp_dtype(device)
@@ -200,10 +235,11 @@ def train_one_epoch(
         part = shard(len(glob), ctx)
         idx = glob[part]
         flipped: list = []
-        # augmentation runs on the device, after one (pinned, asynchronous) copy of the uint8 batch
-        x = augment(to_device(data.images[idx], device), cfg.crop_padding, cfg.flip, gen, len(glob), part, flipped)
+        # the uint8 batch is gathered where the split is (.to is a no-op when fit put it on the device),
+        # then augmented there
+        x = augment(data.images[idx].to(device), cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
         x = norm(x).contiguous(memory_format=memory_format)
-        y = data.labels[idx].to(device, non_blocking=True)
+        y = data.labels[idx].to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
             loss = loss_fn(logits, y, x, views=(idx, flipped[0])) if views_wanted else loss_fn(logits, y, x)
@@ -237,16 +273,18 @@ def predict_logits(
     model: nn.Module, images: torch.Tensor, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu"),
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) for uint8 images, on the CPU."""
+    """Logits of ``model`` (eval mode) for uint8 images (on the CPU or on ``device``), returned on the CPU.
+
+    In fp32, with no autocast even where training uses it: the accuracies the stages report are computed
+    here, and must be those evaluate recomputes from the saved fp32 weights.
+    """
     model.eval()
-    dtype = amp_dtype(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = []
     for start in range(0, len(images), batch_size):
-        x = norm(to_device(images[start : start + batch_size], device)).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        x = norm(images[start : start + batch_size]).contiguous(memory_format=memory_format)  # norm moves it
+        out.append(model(x).float())
+    return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back, not a sync per batch
 
 
 def evaluate(
@@ -257,7 +295,7 @@ def evaluate(
     predicts its part and the sums are added up, so every rank returns the figures of the full split."""
     part = shard(len(data.labels), ctx)
     logits = predict_logits(model, data.images[part], norm, batch_size, device, channels_last)
-    labels = data.labels[part].long()
+    labels = data.labels[part].long().cpu()
     n = len(data.labels)
     loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0
     loss_sum, hits = all_sum([loss_sum, float((logits.argmax(1) == labels).sum().item()) if len(labels) else 0.0], ctx)
@@ -313,7 +351,8 @@ def fit(
         train, val: prepared splits (uint8 images).
         meta: prepared-data meta (for normalisation).
         cfg: optimiser, schedule, augmentation, epochs, device, memory format.
-        seed: seeds batch order and augmentation (the same on every rank).
+        seed: seeds batch order and augmentation (the same on every rank: each takes its part of the
+            global batch's draws), and, on ranks > 0, the model's own randomness (see below).
         loss_fn: ``loss_fn(logits, labels, inputs)``; cross-entropy (with label smoothing) by default.
         after_backward: called with the model after each ``backward()``, before the optimiser step.
         live_dir: where dvclive logs per-epoch metrics (None: no logging; only rank 0 logs).
@@ -326,6 +365,12 @@ def fit(
     device = ctx.device
     net = prepare_model(model, cfg, ctx)
     model = getattr(net, "module", net)  # with SyncBatchNorm, a converted copy of the layers
+    seed_rank(seed, ctx.rank)  # after DDP's broadcast of rank 0's weights: the model is the same everywhere
+    if device.type == "cuda":
+        # the uint8 splits fit on any GPU (Fashion-MNIST's train split is ~130 MB): copied once, each step
+        # gathers its batch on the device instead of copying one from the host
+        train, val = (dataclasses.replace(s, images=s.images.to(device), labels=s.labels.to(device))
+                      for s in (train, val))
     norm = normalizer(meta, device)
     if loss_fn is None:
         def loss_fn(logits, labels, _inputs):
@@ -337,7 +382,7 @@ def fit(
     optimizer = make_optimizer(model, cfg, backbone_lr_mult)
     steps = len(batch_starts(len(train.labels), cfg.batch_size, ctx.world))
     scheduler = make_scheduler(optimizer, cfg, steps)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None  # fp16 only
     live = None
     if live_dir is not None and ctx.is_writer:
         from dvclive import Live
