@@ -86,7 +86,7 @@ def test_a_rank_without_a_gpu_of_its_own_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match=r"^torchrun: local rank 1 has no GPU of its own: torch sees 1 on this "
-                                        r"machine; start at most 1 processes per machine \(--nproc-per-node=1\)$"):
+                                        r"machine; start at most 1 per machine \(--nproc-per-node=1\)$"):
         context(torch.device("cuda"))
 
 

@@ -145,7 +145,7 @@ def context(device: torch.device) -> Dist:
         count = torch.cuda.device_count()
         if local >= count:  # a torchrun started by hand with more processes per machine than GPUs
             raise UserError(f"torchrun: local rank {local} has no GPU of its own: torch sees {count} on this "
-                            f"machine; start at most {count} processes per machine (--nproc-per-node={count})")
+                            f"machine; start at most {count} per machine (--nproc-per-node={count})")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
