@@ -85,7 +85,7 @@ def autocast_dtype(capability: tuple[int, int] | None) -> torch.dtype | None:
     below (T4 and RTX 20xx 7.5, V100 7.0): ``torch.cuda.is_bf16_supported()`` answers yes there too, by
     default, because PyTorch can *emulate* bf16, several times slower than fp16. None on the CPU: bf16 was
     measured 0.90x for StudentNet at 28 px on an AVX-512 CPU, and 0.03x for ResNet18 on an AVX2 one, which
-    has no bf16 instructions (README, "Faster on one CPU").
+    has no bf16 instructions (docs/faster-on-cpu.md).
     """
     if capability is None:
         return None
