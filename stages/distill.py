@@ -8,14 +8,14 @@ with stage("distill", __doc__, reads=("seed", "student_net", "distill", "slim"),
     from shrink.checkpoint import check_classes, load_checkpoint, model_from_checkpoint
     from shrink.data import load_meta
     from shrink.distill import make_kd_loss
-    from shrink.distributed import relaunch
+    from shrink.distributed import launch
     from shrink.models import build_model, student_kwargs
     from shrink.pipeline import as_params, run_training
     from shrink.prune import bn_l1_hook
     from shrink.train import seed_everything
 
     arch, p, slim, seed = params.student_net, params.distill, params.slim, params.seed
-    relaunch(p.train.processes())  # nproc > 1: this command again, under torchrun
+    launch(p.train, "distill.train")  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     meta = load_meta(args.data)
     ckpt = load_checkpoint(args.teacher)

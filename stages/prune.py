@@ -14,7 +14,7 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.mode", "prune.min_cha
     from shrink.config import ParamsError
     from shrink.data import load_meta, load_split, normalizer
     from shrink.distill import make_kd_loss
-    from shrink.distributed import relaunch
+    from shrink.distributed import launch
     from shrink.pipeline import as_params, run_training
     from shrink.prune import base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, slim
     from shrink.train import evaluate, seed_everything
@@ -22,7 +22,7 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.mode", "prune.min_cha
     if args.round not in params.prune.rounds:
         raise ParamsError(f"params.yaml: prune.rounds.{args.round}: no such round")
     cfg, rnd, ft, seed = params.prune.only(args.round), params.prune.rounds[args.round], params.prune.finetune, params.seed
-    relaunch(ft.train.processes())  # nproc > 1: this command again, under torchrun
+    launch(ft.train, "prune.finetune.train")  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     parent = load_checkpoint(args.parent)
     model = model_from_checkpoint(parent)

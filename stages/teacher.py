@@ -8,7 +8,7 @@ with stage("teacher", __doc__, reads=("seed", "teacher"),
            outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",
                     "live": "dvclive folder for per-epoch curves"}) as (params, args):
     from shrink.data import load_meta
-    from shrink.distributed import relaunch
+    from shrink.distributed import launch
     from shrink.models import build_model, teacher_kwargs
     from shrink.pipeline import as_params, run_training
     from shrink.pretrained import load_backbone, resolve
@@ -16,7 +16,7 @@ with stage("teacher", __doc__, reads=("seed", "teacher"),
 
     p, seed = params.teacher, params.seed
     weights = resolve(p.weights, args.weights_dir) if p.weights else None  # a missing file fails before torchrun
-    relaunch(p.train.processes())  # nproc > 1: this command again, under torchrun
+    launch(p.train, "teacher.train")  # nproc > 1: this command again, under torchrun
     seed_everything(seed)
     meta = load_meta(args.data)
     kwargs = teacher_kwargs(p.arch, p.small_input, p.input_size, p.input_norm, weights is not None,

@@ -123,7 +123,7 @@ class TrainParams:
     def processes(self) -> int:
         """How many processes to start: ``nproc``, with ``auto`` resolved on this machine (``auto_nproc``).
 
-        Called where processes start (``distributed.relaunch``), never when params are read, so reading
+        Called where processes start (``distributed.launch``), never when params are read, so reading
         params.yaml probes no machine and a checkpoint's resolved params keep ``auto`` as written.
         """
         return auto_nproc(self.device, self.batch_size) if self.nproc == "auto" else self.nproc

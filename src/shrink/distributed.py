@@ -1,7 +1,7 @@
 """Several processes per training stage: ``torchrun`` with DistributedDataParallel, no new dependency.
 
 A stage whose ``<section>.train.nproc`` is 1 runs as one plain process. Above 1,
-``relaunch(nproc)`` re-executes the same command line under ``python -m torch.distributed.run``
+``launch(cfg, key)`` (``relaunch`` with ``nproc: auto`` resolved) re-executes the same command line under ``python -m torch.distributed.run``
 (one machine, N processes, rendezvous on a free loopback port). Inside, ``context()`` initialises the
 process group (gloo on the CPU, NCCL on CUDA) and tells ``train.fit`` which shard of each global batch
 this rank trains on. Only rank 0 writes checkpoints, metrics and dvclive logs (``is_writer``).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ParamsError, UserError, cores
+from .config import ParamsError, TrainParams, UserError, cores
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,17 @@ def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, cmd, env)
+
+
+def launch(cfg: TrainParams, key: str) -> None:
+    """Where a training stage's processes start: ``relaunch`` with ``cfg.nproc`` resolved here (``auto``
+    becomes a count on this machine only now, never when params are read).
+
+    Args:
+        cfg: the stage's training params.
+        key: their place in params.yaml (e.g. ``teacher.train``), named in errors.
+    """
+    relaunch(cfg.processes(), device=cfg.device, key=key, batch_size=cfg.batch_size)
 
 
 def context(device: torch.device) -> Dist:
