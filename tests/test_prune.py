@@ -274,7 +274,7 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
     # a second round from the reloaded net, sized against the original widths
     ckpt = torch.load(path, weights_only=True)
     _, keep2 = slim(back, 0.49, PruneParams(round_to=1), ckpt["base_channels"])
-    assert {j: len(v) for j, v in by_index(keep2).items()} == {j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS}
+    assert {n: len(v) for n, v in keep2.items()} == by_name({j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS})
 
 
 # ---------------------------------------------------------------- selection rules

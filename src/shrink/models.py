@@ -6,6 +6,9 @@ normalisation its published weights expect, whether it takes the small-input ste
 play, and how pruning treats it (``Slimming``). Every function here asks the entry; none branches on
 where an arch comes from. ``build_model(name, num_classes, **kw)`` is the one way stages make models,
 so a checkpoint that stores ``name`` and ``kw`` rebuilds its network without guessing.
+
+(~500 lines, over the house's ~450: the registry and the nets it defines itself belong together; the
+teacher's ``InputAdapter``/``teacher_kwargs`` could move to ``pretrained.py`` if it grows further.)
 """
 from __future__ import annotations
 
@@ -164,7 +167,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def structure_of(model: nn.Module) -> dict[str, list[int]]:
     """The channel structure of a (possibly pruned) net as plain data: ``{module: [in, out, groups]}`` for
-    every Conv2d, ``[in, out]`` for every Linear, ``[features]`` for every BatchNorm (``_BatchNorm``: SyncBatchNorm too)."""
+    every Conv2d, ``[in, out]`` for every Linear, ``[features]`` for every BatchNorm (SyncBatchNorm too)."""
     out: dict[str, list[int]] = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
@@ -256,10 +259,6 @@ NORMS = {
 }
 
 
-def _structure_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {**kwargs, "structure": structure_of(model)}
-
-
 @dataclass(frozen=True)
 class Slimming:
     """How pruning treats an arch (``prune.py`` asks this instead of testing classes).
@@ -275,7 +274,8 @@ class Slimming:
 
     groups: Optional[Callable[[Sequence[int]], list[str]]] = None
     rebuild: Callable[[nn.Module], nn.Module] = lambda model: model
-    rebuild_kwargs: Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]] = _structure_kwargs
+    rebuild_kwargs: Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]] = (
+        lambda model, kwargs: {**kwargs, "structure": structure_of(model)})
 
 
 @dataclass(frozen=True)
@@ -309,14 +309,18 @@ class ModelEntry:
 
 
 REGISTRY: dict[str, ModelEntry] = {}  # name or alias -> entry
+_BY_TYPE: dict[type, ModelEntry] = {}  # module_type -> entry
 
 
 def register(entry: ModelEntry, *aliases: str) -> ModelEntry:
     """Add ``entry`` under its name (and ``aliases``, names older checkpoints carry)."""
-    for name in (entry.name, *aliases):
-        if name in REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        REGISTRY[name] = entry
+    names = (entry.name, *aliases)
+    taken = [n for n in names if n in REGISTRY] + ([entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
+    if taken:
+        raise ValueError(f"model {taken[0]!r} is registered twice")
+    REGISTRY.update(dict.fromkeys(names, entry))
+    if entry.module_type is not None:
+        _BY_TYPE[entry.module_type] = entry
     return entry
 
 
@@ -327,7 +331,7 @@ def list_models() -> list[str]:
 
 register(ModelEntry(
     "studentnet", _student, small_input=False,
-    refuse={"teacher": "the course's student is no teacher: use a torchvision classification model"},
+    refuse={"teacher": "use a torchvision classification model"},
     student_kwargs=lambda base, width_mult, small_input: {"widths": student_widths(base, width_mult)},
     module_type=StudentNet,
     slimming=Slimming(groups=_student_groups, rebuild=_student_rebuild,
@@ -344,16 +348,14 @@ for _arch in torchvision_archs():
     _why = next((why for prefix, why in UNSLIMMABLE.items() if _arch.startswith(prefix)), None)
     register(ModelEntry(_arch, functools.partial(_torchvision, _arch), refuse={"student": _why} if _why else {}))
 
-_BY_TYPE = {e.module_type: e for e in REGISTRY.values() if e.module_type is not None}
-
 
 def get_entry(name: str) -> ModelEntry:
     """The entry of ``name``; KeyError naming it if there is none."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model "
-                       f"(torchvision.models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)") from None
+        raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model (torchvision"
+                       f".models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)") from None
 
 
 def slimming_of(model: nn.Module) -> Slimming:
@@ -361,11 +363,6 @@ def slimming_of(model: nn.Module) -> Slimming:
     for a class no entry names."""
     entry = _BY_TYPE.get(type(model))
     return entry.slimming if entry is not None else Slimming()
-
-
-def weights_norm(arch: str) -> str:
-    """The input normalisation ``arch``'s published (ImageNet) weights expect: a key of ``NORMS``."""
-    return get_entry(arch).norm
 
 
 def supports_small_input(arch: str) -> bool:
@@ -447,10 +444,6 @@ def output_layer_name(model: nn.Module) -> str:
     if not names:
         raise ValueError(f"{type(model).__name__} has no nn.Linear output layer")
     return names[-1]
-
-
-def is_known(name: str) -> bool:
-    return name in REGISTRY
 
 
 def check_arch(name: str, role: str) -> None:
