@@ -465,7 +465,10 @@ def check_arch(name: str, role: str) -> None:
             raise ValueError(f"model {name!r}: {e}") from None
     if role != "student":
         return
-    with torch.device("meta"):  # shapes only: no memory, no init cost
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = entry.factory(2, **entry.student_kwargs(16, 1.0, False))
+    except NotImplementedError:  # a builder that reads tensor values (torchvision's regnet): build it for real
         model = entry.factory(2, **entry.student_kwargs(16, 1.0, False))
     if not any(isinstance(m, _BatchNorm) for m in model.modules()):
         raise ValueError(f"model {name!r} cannot be a student: it has no BatchNorm2d, so Network Slimming has no "
