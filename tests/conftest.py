@@ -85,15 +85,15 @@ TINY_CLASSES = ("red", "green", "blue", "yellow")
 TINY_COLOURS = ((230, 40, 40), (40, 200, 60), (50, 80, 240), (240, 220, 40))
 TINY_DATA = "images"
 TINY_TRAIN, TINY_VAL, TINY_EVAL = 48, 24, 16  # per class, per class (half of it becomes test), in all
-TINY_LEARN = {"teacher": (16, 1), "student": (16, 4), "distill": (16, 4)}  # batch, epochs: StudentNet's
+TINY_LEARN = {"teacher": (16, 2), "student": (16, 4), "distill": (16, 4)}  # batch, epochs: StudentNet's
 # BatchNorm running statistics need ~40 steps to come near the batch statistics (fewer: constant predictions)
 
 
 def write_tiny_image(path: Path, label: int, seed: int, size: int = 16) -> None:
-    """One tiny-project image: grey noise with a ``TINY_COLOURS[label]`` square of 6..9 px somewhere on it."""
+    """One tiny-project image: grey noise with a ``TINY_COLOURS[label]`` square of 8..11 px somewhere on it."""
     g = torch.Generator().manual_seed(seed)
     arr = torch.randint(60, 196, (size, size, 3), generator=g)
-    s = int(torch.randint(6, 10, (1,), generator=g))
+    s = int(torch.randint(8, 12, (1,), generator=g))
     r, c = (int(v) for v in torch.randint(0, size - s + 1, (2,), generator=g))
     arr[r:r + s, c:c + s] = torch.tensor(TINY_COLOURS[label]) + torch.randint(-25, 26, (s, s, 3), generator=g)
     path.parent.mkdir(parents=True, exist_ok=True)
