@@ -15,8 +15,8 @@ from torch import nn
 from .checkpoint import save_checkpoint, state_dict_bytes
 from .config import TrainParams
 from .data import data_meta, load_meta, load_split, normalizer
-from .io import write_json, write_text
 from . import resume as resume_state
+from .io import write_json, write_text
 from .models import count_params
 from .distributed import context, finish, write_rank_hash
 from .train import evaluate, fit, select_device

@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from tqdm import tqdm
 from .config import TrainParams
 from .data import Split, normalizer
 from .distributed import SINGLE, Dist, all_sum, context, revert_sync_batchnorm, shard, sync_buffers
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module], None]
@@ -343,7 +346,7 @@ def fit(
     desc: str = "train",
     ctx: Dist | None = None,
     backbone_lr_mult: float = 1.0,
-    resume=None,
+    resume: Optional["Resume"] = None,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
 
