@@ -15,6 +15,7 @@ from torch import nn
 from .checkpoint import save_checkpoint, state_dict_bytes
 from .config import TrainParams
 from .data import data_meta, load_meta, load_split, normalizer
+from . import resume as resume_state
 from .io import write_json, write_text
 from .models import count_params
 from .distributed import context, finish, write_rank_hash
@@ -76,8 +77,12 @@ def run_training(
     meta = load_meta(data_dir)
     train, val, test = (load_split(data_dir, s) for s in ("train", "val", "test"))
     ctx = context(select_device(cfg.device))
+    out = Path(out)
+    # a killed run left its last epoch here (docs/resume.md); keyed by everything the result depends on
+    resume = resume_state.for_stage(desc, {"resolved": resolved, "train": dataclasses.asdict(cfg), "seed": seed},
+                                    (out, out.with_suffix(".summary.txt"), metrics_path, live_dir), ctx)
     result = fit(model, train, val, meta, cfg, seed=seed, loss_fn=loss_fn, after_backward=after_backward,
-                 live_dir=live_dir, desc=desc, ctx=ctx, backbone_lr_mult=backbone_lr_mult)
+                 live_dir=live_dir, desc=desc, ctx=ctx, backbone_lr_mult=backbone_lr_mult, resume=resume)
     model = result.model.to(ctx.device)
     _, test_acc = evaluate(model, test, normalizer(meta, ctx.device), cfg.eval_batch_size, ctx.device, ctx)
     model.cpu()
@@ -85,7 +90,6 @@ def run_training(
     if not ctx.is_writer:
         finish(ctx)
         return {"val_acc": round(result.best_val_acc, 6), "test_acc": round(test_acc, 6)}
-    out = Path(out)
     save_checkpoint(out, model, name=name, model_kwargs=model_kwargs, num_classes=len(meta["classes"]),
                     data_meta=data_meta(meta), params=resolved, extra=extra_ckpt)
     write_text(summary_text(model, meta["image_size"]) + "\n", out.with_suffix(".summary.txt"))
@@ -101,6 +105,8 @@ def run_training(
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(metrics, metrics_path)
+    if resume is not None:
+        resume.clear()  # complete: the outputs are written, nothing to resume
     finish(ctx)  # the other ranks wait here until every output is written
     print(f"{desc}: val acc {metrics['val_acc']:.4f}  test acc {metrics['test_acc']:.4f}  "
           f"params {metrics['params']:,}  fp32 {metrics['fp32_bytes']:,} B  {metrics['wall_seconds']} s")

@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from tqdm import tqdm
 from .config import TrainParams
 from .data import Split, normalizer
 from .distributed import SINGLE, Dist, all_sum, context, revert_sync_batchnorm, shard, sync_buffers
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module], None]
@@ -343,6 +346,7 @@ def fit(
     desc: str = "train",
     ctx: Dist | None = None,
     backbone_lr_mult: float = 1.0,
+    resume: Optional["Resume"] = None,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
 
@@ -360,6 +364,8 @@ def fit(
         desc: label of the progress bar.
         ctx: the distributed context (``distributed.context``); default: join torchrun's group if any.
         backbone_lr_mult: learning rate of everything but the output layer, relative to ``cfg.lr``.
+        resume: a ``resume.Resume``: start after its saved epoch if it has one for this run, and save one
+            at the end of every epoch (None: neither).
     """
     ctx = ctx or context(device or select_device(cfg.device))
     device = ctx.device
@@ -383,16 +389,24 @@ def fit(
     steps = len(batch_starts(len(train.labels), cfg.batch_size, ctx.world))
     scheduler = make_scheduler(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None  # fp16 only
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history, first = [], 1
+    state = resume.load(ctx) if resume is not None else None
+    if state is not None:
+        first = resume.restore(state, model, optimizer, scheduler, scaler, gen, ctx,
+                               live_dir if ctx.is_writer else None, cfg.epochs)
+        best_acc, best_epoch, best_state, history = (state["best_acc"], state["best_epoch"], state["best_state"],
+                                                     state["history"])
     live = None
     if live_dir is not None and ctx.is_writer:
         from dvclive import Live
 
-        live = Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=None)
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    history = []
+        live = Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=None, resume=first > 1)
+        if first > 1:
+            live.step = first - 1  # the curves continue: no repeated or restarted step
     t0 = time.perf_counter()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first, cfg.epochs + 1):
             tr_loss, tr_acc = train_one_epoch(
                 net, train, norm, optimizer, cfg, gen, loss_fn=loss_fn, scheduler=scheduler,
                 after_backward=after_backward, scaler=scaler, device=device, desc=f"{desc} {epoch}/{cfg.epochs}",
@@ -412,6 +426,9 @@ def fit(
             if va_acc > best_acc:  # the same figures on every rank: they all keep the same epoch
                 best_acc, best_epoch = va_acc, epoch
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            if resume is not None:
+                resume.save(epoch, model, optimizer, scheduler, scaler, gen, ctx, live_dir=live_dir,
+                            best=(best_acc, best_epoch, best_state), history=history)
     finally:
         if live is not None:
             live.end()
