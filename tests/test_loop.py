@@ -25,6 +25,14 @@ def last_round(proj: Path) -> str:
 
 def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp_path):
     proj = copy_project(tiny_run, tmp_path / "proj")
+    # What ships under evaluate.ship: auto is decided by latency (see shrink.evaluate): on this tiny net (16 px,
+    # ~0.2 ms per image) and a loaded shared CPU the ORT kinds' timings overlap and the choice can flip between
+    # two runs. Forcing the kind keeps this test about the metrics files, not about the ship rule.
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["evaluate"]["ship"] = "int8w"
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(proj, "repro")
+    git(proj, "commit", "-qam", "ship int8w")
     assert dvc(proj, "metrics", "diff", "--json").stdout.strip() in ("{}", "")  # nothing changed yet
     key = last_round(proj)
     dvc(proj, "exp", "run", "-S", f"prune.rounds.{key}.epochs=2")
@@ -34,7 +42,7 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
     # only what the change caused: the retrained round's own figures and the final model's artifacts
     assert {path for path, _ in rows} <= {f"metrics/prune/{key}.json", "metrics/summary.json"}, rows
     assert not [r for r in rows if any(t in r[1] for t in TIMING)], rows
-    assert f"metrics/prune/{key}.json" in diff and "test_acc" in diff[f"metrics/prune/{key}.json"]
+    assert {"test_acc", "val_acc"} & set(diff.get(f"metrics/prune/{key}.json", {})), diff  # it did retrain
     assert diff[f"metrics/prune/{key}.json"].get("macs") is None  # same widths: same compute
     # the command a user types, no flags: a header and at most 30 rows
     table = dvc(proj, "metrics", "diff").stdout.strip().splitlines()
@@ -43,11 +51,10 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
 
     shown = list(csv.reader(io.StringIO(dvc(proj, "exp", "show", "--csv").stdout)))
     header = shown[0]
-    params = set(yaml.safe_load((proj / "params.yaml").read_text()))
-    metric_cols = [h for h in header if h.startswith("metrics/") or
-                   (h not in {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
-                    and h.split(".")[0] not in params and not h.startswith(("data/", "models/", "src/", "stages/",
-                                                                             "dvclive/", "weights", "params.yaml")))]
+    # columns: Experiment, rev, typ, Created, parent, then the metrics, then params (by section), then deps
+    sections = set(yaml.safe_load((proj / "params.yaml").read_text()))
+    first_param = next(i for i, h in enumerate(header) if h.split(".")[0] in sections)
+    metric_cols = header[header.index("parent") + 1:first_param]
     assert 5 <= len(metric_cols) <= 40, metric_cols
     assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
 

@@ -43,6 +43,19 @@ def as_params(**sections: Any) -> dict[str, Any]:
     return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in sections.items()}
 
 
+def log_live_params(live_dir: str | Path, resolved: dict[str, Any]) -> None:
+    """Add the params that made a model to its dvclive folder (``<live_dir>/params.yaml``, dvclive's
+    ``log_params``), so the curves carry them. Reopened with ``resume=True`` after training: the curves and
+    ``metrics.json`` already there stay byte for byte as training wrote them."""
+    import json
+
+    from dvclive import Live
+
+    live = Live(str(live_dir), resume=True, save_dvc_exp=False, report=None, dvcyaml=None)
+    live.log_params(json.loads(json.dumps(resolved)))  # plain types only (tuples become lists)
+    live.end()
+
+
 def run_training(
     model: nn.Module,
     *,
@@ -118,6 +131,8 @@ def run_training(
     }
     write_json(metrics, out.with_suffix(".run.json"))
     write_json({k: metrics[k] for k in HEADLINE}, metrics_path)
+    if live_dir is not None:
+        log_live_params(live_dir, resolved)
     finish(ctx)  # the other ranks wait here until every output is written
     print(f"{desc}: val acc {metrics['val_acc']:.4f}  test acc {metrics['test_acc']:.4f}  "
           f"params {metrics['params']:,}  fp32 {metrics['fp32_bytes']:,} B  {metrics['wall_seconds']} s")
