@@ -1,5 +1,4 @@
-"""Classify photos with the shipped model, needing only onnxruntime, numpy and Pillow.
-Usage: python scripts/classify.py shipped photo.jpg [more.jpg ...]   (shipped/ = model.onnx + model.json)"""
+"""Classify photos with the shipped model, onnxruntime, numpy and Pillow only: classify.py shipped/ a.jpg b.png"""
 import json, sys
 import numpy as np, onnxruntime as ort
 from PIL import Image, ImageOps

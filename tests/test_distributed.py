@@ -45,7 +45,7 @@ def repro(proj: Path, *stages: str, hash_dir: Path | None = None) -> subprocess.
 
 
 def figures(proj: Path, stage: str) -> dict[str, float]:
-    metrics = json.loads((proj / f"metrics/{stage}.json").read_text())
+    metrics = json.loads((proj / f"models/{stage}.run.json").read_text())  # every figure; metrics/: the headline
     live = json.loads((proj / f"dvclive/{stage}/metrics.json").read_text())
     return {"val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], "processes": metrics["processes"],
             "train_loss": live["train"]["loss"], "val_loss": live["val"]["loss"]}

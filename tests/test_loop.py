@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 from PIL import Image
 
@@ -59,13 +58,16 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
     assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
 
 
-def _photos(folder: Path, n: int = 6) -> list[Path]:
+def _photos(proj: Path, folder: Path, n: int = 12) -> list[Path]:
+    """Test images of the project as photo files (PNG and JPEG, upscaled), so the predictions vary."""
+    import torch
+
     folder.mkdir()
-    rng = np.random.default_rng(0)
+    images = torch.load(proj / "data/prepared/test.pt", weights_only=True)["images"][:n]
     out = []
-    for i in range(n):
+    for i, x in enumerate(images):
         path = folder / f"photo_{i}.{'jpg' if i % 2 else 'png'}"
-        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(path)
+        Image.fromarray(x.permute(1, 2, 0).numpy()).resize((40, 40), Image.NEAREST).save(path)
         out.append(path)
     return out
 
@@ -80,14 +82,14 @@ def test_shipped_artifact_is_fetched_and_runs_with_onnxruntime_alone(tiny_run, t
     assert summary["shipped"]["macs"] > 0
 
     # a release: a GTO tag on the commit, then fetched from the repository by name
-    git(proj, "tag", "shrink-classifier@v0.1.0")
+    git(proj, "tag", "-a", "shrink-classifier@v0.1.0", "-m", "shrink-classifier v0.1.0")  # annotated, as GTO reads
     got = tmp_path / "got"
     dvc(tmp_path, "artifacts", "get", str(proj), "shrink-classifier", "-o", str(got))
     assert (got / "model.onnx").read_bytes() == (proj / "shipped/model.onnx").read_bytes()
     assert json.loads((got / "model.json").read_text()) == info
     dvc(tmp_path, "get", str(proj), "shipped/model.json", "-o", str(tmp_path / "model.json"))
 
-    photos = _photos(tmp_path / "photos")
+    photos = _photos(proj, tmp_path / "photos")
     # the user's script: only onnxruntime, numpy and Pillow (checked by running it with nothing else importable)
     script = ROOT / "scripts" / "classify.py"
     assert len(script.read_text().splitlines()) <= 15
@@ -96,6 +98,9 @@ def test_shipped_artifact_is_fetched_and_runs_with_onnxruntime_alone(tiny_run, t
     ours = run([sys.executable, str(script), str(got), *map(str, photos)], tmp_path).stdout
     theirs = run([sys.executable, "-m", "shrink.cli", "predict", *map(str, photos)], proj).stdout
     assert ours.splitlines() and ours == theirs
+    # the training stages logged their params with dvclive, beside their curves
+    logged = yaml.safe_load((proj / "dvclive/distill/params.yaml").read_text())
+    assert logged["distill"]["temperature"] == yaml.safe_load((proj / "params.yaml").read_text())["distill"]["temperature"]
 
 
 def test_confusion_plot_holds_every_test_image(tiny_run):

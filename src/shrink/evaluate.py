@@ -398,7 +398,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
             t = lat["shipped"]
             ratios = ", ".join(f"{t[f'speedup_b{b}_vs_{REFERENCE}']:.2f}x at batch {b}" for b in p.batch_sizes
                                if f"speedup_b{b}_vs_{REFERENCE}" in t)
-            text += (f"\nShipped as `{shipped}/model.onnx` (+ `model.json`), {macs:,} MACs per image"
+            text += (f"\nShipped as `{shipped}/model.onnx` (+ `model.json`), {macs or 0:,} MACs per image"
                      + (f"; median speed against `{REFERENCE}`: {ratios}" if ratios else "") + ".\n")
         text += prepare_counts_markdown(Path(data))
         csv_predictions = "Id,Category\n"  # no unlabeled split in this dataset: header only
