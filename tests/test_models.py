@@ -2,7 +2,16 @@
 import pytest
 import torch
 
-from shrink.models import MODELS, StudentNet, build_model, count_params, student_widths
+from shrink.models import (
+    NORMS, ModelEntry, Slimming, StudentNet, build_model, check_arch, count_params, get_entry, list_models, register,
+    slimming_of, student_kwargs, student_widths, torchvision_archs,
+)
+
+# The entries the registry lists explicitly (ours and the optional extra's), then a representative handful of
+# torchvision's (which are registered generically, one entry per name): a net with residual blocks, one with
+# squeeze-excitation and hardswish, an inverted-residual one, and a teacher with no BatchNorm.
+OWN = [n for n in list_models() if n not in torchvision_archs()]
+TORCHVISION = ["resnet18", "mobilenet_v3_small", "mnasnet0_5", "squeezenet1_1"]
 
 # The course's StudentNet(base=16, width_mult=1) state_dict: (key, shape), in order.
 # A course checkpoint (student_custom_small.bin) uses exactly these names and shapes.
@@ -55,10 +64,22 @@ def test_explicit_widths_build_matching_shapes():
         StudentNet(widths=[16, 32])
 
 
-@pytest.mark.parametrize("name", [*sorted(MODELS), "resnet18"])
+def available(name: str) -> None:
+    """Skip (with the reason) an entry whose optional package is not installed."""
+    requires = get_entry(name).requires
+    if requires is not None:
+        try:
+            requires()
+        except ImportError as e:
+            pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", [*OWN, "student", *TORCHVISION])
 @pytest.mark.parametrize("size", [28, 64])
 def test_registry_forward_backward_shapes(name, size):
-    model = build_model(name, num_classes=7)
+    available(name)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7, **({"image_size": size} if get_entry(name).image_size else {}))
     x = torch.randn(4, 3, size, size, requires_grad=True)
     out = model(x)
     assert out.shape == (4, 7)
@@ -67,6 +88,43 @@ def test_registry_forward_backward_shapes(name, size):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_every_entry_is_well_formed():
+    """Every registered name (all of torchvision's too), without building a net: a consistent entry, a role it
+    can play, a normalisation that exists; the teacher check needs no network and passes where not refused."""
+    names = list_models()
+    assert set(torchvision_archs()) <= set(names) and {"studentnet", "efficientnet_lite0"} <= set(names)
+    assert "student" not in names and get_entry("student") is get_entry("studentnet")  # an alias, not an arch
+    for name in names:
+        e = get_entry(name)
+        assert isinstance(e, ModelEntry) and e.name == name and callable(e.factory), name
+        assert e.norm in NORMS and set(e.refuse) <= {"student", "teacher"} and len(e.refuse) < 2, name
+        assert not (e.small_input and e.image_size), name  # one way to fit small inputs
+        if "teacher" in e.refuse:
+            with pytest.raises(ValueError, match="cannot be the teacher"):
+                check_arch(name, "teacher")
+        elif e.requires is None:
+            check_arch(name, "teacher")
+        if "student" not in e.refuse:
+            kw = student_kwargs(name, 16, 1.0, True)
+            assert isinstance(kw, dict) and (kw == {"small_input": True}) == e.small_input, name
+
+
+def test_student_entry_and_slimming_lookup():
+    """StudentNet's entry carries its pruning data; any other class gets the default (every torchvision entry's)."""
+    assert student_kwargs("studentnet", 16, 0.95, True) == {"widths": student_widths(16, 0.95)}
+    assert slimming_of(StudentNet()) is get_entry("studentnet").slimming
+    assert slimming_of(StudentNet()).groups([3, 5]) == ["cnn.3.3", "cnn.5.3"]
+    with pytest.raises(ValueError, match="1..6"):
+        slimming_of(StudentNet()).groups([0])
+    assert slimming_of(build_model("resnet18", 3)) == Slimming() == get_entry("resnet18").slimming
+    with pytest.raises(ValueError, match="registered twice"):
+        register(ModelEntry("resnet18", StudentNet))
+    with pytest.raises(ValueError, match="cannot be the student: a teacher only"):
+        check_arch("efficientnet_lite0", "student")
+
+
 def test_unknown_model_is_clear():
     with pytest.raises(KeyError, match="unknown model"):
         build_model("vgg", 10)
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        check_arch("vgg", "student")

@@ -10,22 +10,23 @@ import torch
 import torch.nn.functional as F
 
 from shrink.checkpoint import model_from_checkpoint, save_checkpoint
-from shrink.config import ParamsError, TrainParams, from_dict, load_params
+from shrink.config import ParamsError, SlimParams, TrainParams, from_dict, load_params
 from shrink.data import Split
 from shrink.models import PRUNABLE_BLOCKS, StudentNet, count_params, student_widths
 from shrink.prune import (
+    Graph,
     PruneParams,
     RoundParams,
-    bn_l1_hook,
     base_channels_of,
+    bn_l1_hook,
+    choose,
     keep_as_lists,
-    mask_student,
-    prune_student,
+    mask_model,
+    prunable_groups,
+    prune_model,
+    rebuild_kwargs,
     round_width,
-    select_channels,
     slim,
-    target_widths,
-    widths_of,
 )
 from shrink.train import train_one_epoch
 
@@ -90,6 +91,20 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def by_index(keep: dict) -> dict:
+    """StudentNet's groups ``cnn.{j}.3`` keyed by width index ``j`` (the course's view), and back."""
+    return {int(n.split(".")[1]): v for n, v in keep.items()}
+
+
+def by_name(keep: dict) -> dict:
+    return {f"cnn.{j}.3": v for j, v in keep.items()}
+
+
+def scores(model: StudentNet, blocks=PRUNABLE_BLOCKS) -> dict:
+    """Each prunable group's importance (mean BN |gamma|), for ``choose``."""
+    return {n: g.importance() for n, g in Graph(model, blocks).groups.items()}
+
+
 def randomize(model: StudentNet, seed: int, positive_gamma: bool = False) -> StudentNet:
     """Non-trivial BN state everywhere: random gammas (distinct), betas, running stats."""
     g = torch.Generator().manual_seed(seed)
@@ -143,15 +158,15 @@ def trained() -> StudentNet:
 def test_cut_changes_exactly_the_coupled_tensors():
     model = randomize(StudentNet(), seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    keep = select_channels(model, width=0.5)
-    new = prune_student(model, keep)
+    new, keep = slim(model, 0.5, PruneParams())
+    keep = by_index(keep)
 
     w = student_widths()
     new_w = list(w)
     for j in PRUNABLE_BLOCKS:
         new_w[j] = w[j] // 2
         assert torch.equal(keep[j], torch.sort(keep[j]).values)  # original order
-    assert new.widths == new_w and widths_of(new) == new_w
+    assert new.widths == new_w and rebuild_kwargs(new, {}) == {"widths": new_w}  # read from the layers
 
     coupled = set()
     old_sd, new_sd = model.state_dict(), new.state_dict()
@@ -188,8 +203,8 @@ def test_cut_changes_exactly_the_coupled_tensors():
 
 def test_kept_values_are_the_parents_channels():
     model = randomize(StudentNet(), seed=3)
-    keep = select_channels(model, width=0.75)
-    new = prune_student(model, keep)
+    new, keep = slim(model, 0.75, PruneParams())
+    keep = by_index(keep)
     j = 4
     idx = keep[j]
     assert torch.equal(new.cnn[j][3].weight, model.cnn[j][3].weight[idx][:, keep[3]])
@@ -203,9 +218,9 @@ def test_kept_values_are_the_parents_channels():
 @pytest.mark.parametrize("width", [0.9, 0.4])
 def test_pruned_equals_masked_random(mode, width):
     model = randomize(StudentNet(), seed=1)
-    keep = select_channels(model, width=width, mode=mode)
+    pruned, keep = slim(model, width, PruneParams(mode=mode))
     x = images()
-    masked, pruned = logits(mask_student(model, keep), x), logits(prune_student(model, keep), x)
+    masked, pruned = logits(mask_model(model, keep), x), logits(pruned, x)
     torch.testing.assert_close(pruned, masked, atol=ATOL, rtol=1e-5)
     # not vacuous: the cut does change the function of the original net
     assert not torch.allclose(logits(model, x), masked, atol=1e-3)
@@ -213,18 +228,17 @@ def test_pruned_equals_masked_random(mode, width):
 
 def test_pruned_equals_masked_other_blocks():
     model = randomize(StudentNet(), seed=2)
-    keep = select_channels(model, width=0.5, blocks=(1, 2, 5), min_channels=4)
-    assert sorted(keep) == [1, 2, 5]
+    pruned, keep = slim(model, 0.5, PruneParams(blocks=[1, 2, 5], min_channels=4))
+    assert sorted(keep) == ["cnn.1.3", "cnn.2.3", "cnn.5.3"]
+    assert pruned.widths == [16, 16, 32, 128, 256, 128, 256, 256]
     x = images()
-    torch.testing.assert_close(
-        logits(prune_student(model, keep), x), logits(mask_student(model, keep), x), atol=ATOL, rtol=1e-5
-    )
+    torch.testing.assert_close(logits(pruned, x), logits(mask_model(model, keep), x), atol=ATOL, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["layer", "global"])
 def test_pruned_equals_masked_trained(trained, mode):
-    keep = select_channels(trained, width=0.6, mode=mode)
-    pruned, masked = prune_student(trained, keep), mask_student(trained, keep)
+    pruned, keep = slim(trained, 0.6, PruneParams(mode=mode))
+    masked = mask_model(trained, keep)
     assert pruned.num_classes == 10
     x = images(8)
     torch.testing.assert_close(logits(pruned, x), logits(masked, x), atol=ATOL, rtol=1e-5)
@@ -236,7 +250,7 @@ def test_pruned_equals_masked_trained(trained, mode):
 def test_mask_leaves_input_unchanged():
     model = randomize(StudentNet(), seed=4)
     gamma = model.cnn[5][1].weight.clone()
-    masked = mask_student(model, select_channels(model, width=0.5))
+    masked = mask_model(model, slim(model, 0.5, PruneParams())[1])
     assert torch.equal(model.cnn[5][1].weight, gamma)
     assert (masked.cnn[5][1].weight == 0).sum() == 256 - 128  # width 4: 256 -> 128
     assert (masked.cnn[5][1].bias == 0).sum() == 256 - 128
@@ -247,20 +261,20 @@ def test_mask_leaves_input_unchanged():
 def test_pruned_checkpoint_reloads(tmp_path, trained):
     pruned, keep = slim(trained, 0.7, PruneParams())
     path = tmp_path / "prune_1.pt"
-    save_checkpoint(
-        path, pruned, name="student", model_kwargs={"widths": pruned.widths}, num_classes=10,
+    save_checkpoint(  # as stages/prune.py does, under the name older checkpoints carry
+        path, pruned, name="student", model_kwargs=rebuild_kwargs(pruned, {"widths": trained.widths}), num_classes=10,
         data_meta={"classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 28},
         params={"prune": dataclasses.asdict(PruneParams()), "width": 0.7},
-        extra={"base_widths": trained.widths, "keep": keep_as_lists(keep)},  # 8 ints: select_channels' view
+        extra={"base_channels": base_channels_of(trained), "kept_channels": keep_as_lists(keep)},
     )
     back = model_from_checkpoint(path)
-    assert back.widths == pruned.widths == widths_of(back)
+    assert back.widths == pruned.widths == rebuild_kwargs(back, {})["widths"]
     x = images(6)
     assert torch.equal(logits(back, x), logits(pruned, x))
     # a second round from the reloaded net, sized against the original widths
     ckpt = torch.load(path, weights_only=True)
-    keep2 = select_channels(back, width=0.49, base_widths=ckpt["base_widths"], round_to=1)
-    assert {j: len(v) for j, v in keep2.items()} == {j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS}
+    _, keep2 = slim(back, 0.49, PruneParams(round_to=1), ckpt["base_channels"])
+    assert {n: len(v) for n, v in keep2.items()} == by_name({j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS})
 
 
 # ---------------------------------------------------------------- selection rules
@@ -268,12 +282,12 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
 def test_layer_mode_counts_follow_the_course():
     model = StudentNet()
     for w in (0.95, 0.9025, 0.857375, 0.5):
-        keep = select_channels(model, width=w, round_to=1)
+        keep = by_index(slim(model, w, PruneParams(round_to=1))[1])
         assert [len(keep[j]) for j in PRUNABLE_BLOCKS] == [student_widths(width_mult=w)[j] for j in PRUNABLE_BLOCKS]
     # the floor binds only at tiny widths
-    keep = select_channels(model, width=0.01, min_channels=8)
-    assert all(len(v) == 8 for v in keep.values())
-    assert target_widths(student_widths(), 0.95) == {3: 121, 4: 243, 5: 243, 6: 243}
+    keep = slim(model, 0.01, PruneParams(min_channels=8))[1]
+    assert len(keep) == 4 and all(len(v) == 8 for v in keep.values())
+    assert {n: int(c * 0.95) for n, c in base_channels_of(model).items()} == by_name({3: 121, 4: 243, 5: 243, 6: 243})
 
 
 def test_global_mode_threshold_and_floor():
@@ -283,8 +297,8 @@ def test_global_mode_threshold_and_floor():
         model.cnn[4][1].weight.copy_(torch.linspace(1e-4, 1e-3, 128) * torch.where(torch.arange(128) % 2 == 0, 1, -1))
         for j in (4, 5, 6):
             model.cnn[j + 1][1].weight.copy_(torch.rand(256) + 0.1)
-    keep = select_channels(model, width=0.5, mode="global", min_channels=8, round_to=1)
-    budget = sum(target_widths(model.widths, 0.5).values())
+    keep = by_index(slim(model, 0.5, PruneParams(mode="global", min_channels=8, round_to=1))[1])
+    budget = sum(int(model.widths[j] * 0.5) for j in PRUNABLE_BLOCKS)
     assert sum(len(v) for v in keep.values()) == budget
     # floor: layer 3 keeps exactly its 8 largest |gamma|
     assert torch.equal(keep[3], torch.sort(torch.argsort(model.cnn[4][1].weight.abs(), descending=True)[:8]).values)
@@ -298,9 +312,9 @@ def test_global_mode_threshold_and_floor():
         dropped.append(g[~mask])
     assert torch.cat(kept).min() >= torch.cat(dropped).max()
     # without the floor (min_channels=1) layer 3 keeps one channel only
-    assert len(select_channels(model, width=0.5, mode="global", min_channels=1, round_to=1)[3]) == 1
+    assert len(slim(model, 0.5, PruneParams(mode="global", min_channels=1, round_to=1))[1]["cnn.3.3"]) == 1
     # a floor above a layer's width keeps the whole layer, never more
-    keep_all = select_channels(model, targets={3: 4, 4: 4}, mode="global", min_channels=1000)
+    keep_all = by_index(choose(scores(model, (3, 4)), by_name({3: 4, 4: 4}), mode="global", min_channels=1000))
     assert len(keep_all[3]) == 128 and len(keep_all[4]) == 256
 
 
@@ -309,26 +323,29 @@ def test_global_mode_equal_gammas_match_layer_mode_counts():
     with torch.no_grad():
         for j in PRUNABLE_BLOCKS:
             model.cnn[j + 1][1].weight.fill_(1.0)
-    keep = select_channels(model, width=0.5, mode="global", round_to=1)
-    assert sum(len(v) for v in keep.values()) == sum(target_widths(model.widths, 0.5).values())
+    keep = slim(model, 0.5, PruneParams(mode="global", round_to=1))[1]
+    assert sum(len(v) for v in keep.values()) == sum(int(model.widths[j] * 0.5) for j in PRUNABLE_BLOCKS)
 
 
 def test_selection_errors():
     model = StudentNet()
-    with pytest.raises(ValueError):
-        select_channels(model)  # neither targets nor width
-    with pytest.raises(ValueError):
-        select_channels(model, targets={3: 200})  # cannot regrow
-    with pytest.raises(ValueError):
-        select_channels(model, width=0.5, blocks=(0, 3))  # the stem is not cut this way
-    with pytest.raises(ValueError):
-        select_channels(model, width=0.5, mode="random")
-    with pytest.raises(ValueError):
-        prune_student(model, {3: torch.tensor([1, 1, 2])})
-    with pytest.raises(ValueError):
-        prune_student(model, {3: torch.tensor([0, 128])})
-    with pytest.raises(ValueError):
-        prune_student(model, {7: torch.tensor([0])})
+    with pytest.raises(ValueError, match="cannot keep"):
+        choose(scores(model), by_name({3: 200}))  # cannot regrow
+    for blocks in ((0, 3), (3, 7), (3, 3)):  # the stem and the last width are not cut this way; no repeats
+        with pytest.raises(ValueError, match="width indices in 1..6"):
+            prunable_groups(model, blocks)
+        with pytest.raises(ValueError, match="width indices in 1..6"):
+            PruneParams(blocks=list(blocks))
+    with pytest.raises(ParamsError, match="prune.mode"):
+        from_dict(PruneParams, {"mode": "random"}, "prune")
+    with pytest.raises(ValueError, match="distinct indices"):
+        prune_model(model, {"cnn.3.3": torch.tensor([1, 1, 2])})
+    with pytest.raises(ValueError, match="distinct indices"):
+        prune_model(model, {"cnn.3.3": torch.tensor([0, 128])})
+    with pytest.raises(ValueError, match="not a prunable group"):
+        prune_model(model, {"cnn.7.3": torch.tensor([0])})  # feeds the classifier, no BN to rank by
+    with pytest.raises(ValueError, match="not a prunable group"):
+        mask_model(model, {"fc.0": torch.tensor([0])})
 
 
 def test_params_load_with_from_dict():
@@ -371,8 +388,8 @@ def _steps(l1: float, n: int = 5, zero_loss: bool = False) -> StudentNet:
 
 def test_l1_hook_changes_gammas():
     assert bn_l1_hook(0.0) is None
-    with pytest.raises(ValueError):
-        bn_l1_hook(-1.0)
+    with pytest.raises(ParamsError, match="slim.l1"):
+        from_dict(SlimParams, {"l1": -1.0}, "slim")  # checked once, where params load
     plain, slimmed = _steps(0.0), _steps(1e-2)
     for j in PRUNABLE_BLOCKS:
         assert not torch.allclose(plain.cnn[j + 1][1].weight, slimmed.cnn[j + 1][1].weight)
@@ -418,8 +435,8 @@ def test_l1_hook_in_the_training_loop():
 def test_layer_mode_matches_course_network_slimming(width):
     old = randomize(StudentNet(), seed=6, positive_gamma=True)  # the course sorts raw gamma
     course = network_slimming(old, StudentNet(width_mult=width)).eval()
-    keep = select_channels(old, width=width, mode="layer", round_to=1)
-    ours = prune_student(old, keep)
+    ours, keep = slim(old, width, PruneParams(mode="layer", round_to=1))
+    keep = by_index(keep)
     assert ours.widths == course.widths == student_widths(width_mult=width)
     for j in PRUNABLE_BLOCKS:
         # gammas are distinct, so the set of kept gamma values identifies the set of kept channels
@@ -481,9 +498,9 @@ def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
     x = images(4)
     seen = []
     for width in COURSE_SCHEDULE:
-        keep = select_channels(model, width=width, base_widths=base, mode=mode, blocks=cfg.blocks, round_to=round_to)
-        pruned, keep2 = slim(model, width, cfg, base_ch)
-        assert {f"cnn.{j}.3": v.tolist() for j, v in keep.items()} == {n: v.tolist() for n, v in keep2.items()}
+        pruned, by_group = slim(model, width, cfg, base_ch)
+        keep = by_index(by_group)
+        assert sorted(keep) == list(PRUNABLE_BLOCKS)
         for j in PRUNABLE_BLOCKS:
             n = pruned.widths[j]
             assert n % round_to == 0 and round_to <= n <= model.widths[j], (width, j, n, model.widths[j])
@@ -493,7 +510,7 @@ def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
             assert torch.equal(keep[j], top)
         assert [pruned.widths[j] for j in range(8) if j not in PRUNABLE_BLOCKS] == [
             base[j] for j in range(8) if j not in PRUNABLE_BLOCKS]
-        torch.testing.assert_close(logits(pruned, x), logits(mask_student(model, keep), x), atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(logits(pruned, x), logits(mask_model(model, by_group), x), atol=ATOL, rtol=1e-5)
         seen.append([pruned.widths[j] for j in PRUNABLE_BLOCKS])
         model = pruned
     # the rounds do shrink the net overall, and stay near the course's exact schedule
@@ -532,19 +549,20 @@ def test_rounding_parent_edges():
     # a parent cut exactly (121 channels), then rounded: the nearest multiple that it has
     exact, _ = slim(model, 0.95, PruneParams(round_to=1))
     assert exact.widths[3] == 121
-    keep = select_channels(exact, targets={3: 121, 4: 243}, round_to=8)
+    keep = by_index(choose(scores(exact, (3, 4)), by_name({3: 121, 4: 243}), round_to=8))
     assert (len(keep[3]), len(keep[4])) == (120, 240)
     # a target just above a rounded parent (within round_to - 1) is the parent's rounding, not an error
     rounded, _ = slim(model, 0.95, PruneParams(), base_channels_of(model))
     assert rounded.widths[3] == 120
-    assert len(select_channels(rounded, targets={3: 123}, round_to=8)[3]) == 120
+    assert len(choose(scores(rounded, (3,)), {"cnn.3.3": 123}, round_to=8)["cnn.3.3"]) == 120
     with pytest.raises(ValueError, match="cannot keep"):
-        select_channels(rounded, targets={3: 128}, round_to=8)
+        choose(scores(rounded, (3,)), {"cnn.3.3": 128}, round_to=8)
     with pytest.raises(ValueError, match="cannot keep"):
-        select_channels(rounded, targets={3: 121}, round_to=1)
+        choose(scores(rounded, (3,)), {"cnn.3.3": 121}, round_to=1)
     # tiny widths: never below round_to; a layer already narrower than round_to keeps its width
-    assert all(len(v) == 16 for v in select_channels(model, width=0.01, min_channels=1, round_to=16).values())
-    keep = select_channels(model, width=0.5, blocks=(1, 2), min_channels=1, round_to=64)
+    keep = slim(model, 0.01, PruneParams(min_channels=1, round_to=16))[1]
+    assert len(keep) == 4 and all(len(v) == 16 for v in keep.values())
+    keep = by_index(slim(model, 0.5, PruneParams(blocks=[1, 2], min_channels=1, round_to=64))[1])
     assert (len(keep[1]), len(keep[2])) == (32, 64)  # widths 32 and 64: nothing to cut at 64
 
 
@@ -559,5 +577,5 @@ def test_round_to_params():
     for bad in ("8", 8.0, True):
         with pytest.raises(ParamsError, match="prune.round_to"):
             from_dict(PruneParams, {"round_to": bad}, "prune")
-    with pytest.raises(ValueError, match="prune.round_to"):
-        select_channels(StudentNet(), width=0.5, round_to=0)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        PruneParams(round_to=0)  # built directly, too

@@ -1,8 +1,11 @@
 """Tests over the model registry (timm-style): every supported arch trains, prunes exactly, saves, loads and exports.
 
-Small on purpose (28 px, 3 classes, a handful of images) so the whole file runs in about a minute on 2 cores.
+Every student the registry lists explicitly, and a representative handful of torchvision's (registered generically).
+Small on purpose (28 px, 3 classes, a handful of images) so the whole file runs in a few minutes on 2 cores.
 """
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -12,7 +15,8 @@ from torch import nn
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from shrink.config import ParamsError, validate
 from shrink.models import (
-    StudentNet, adapt_small_input, build_model, check_arch, count_params, student_kwargs, torchvision_archs,
+    build_model, check_arch, count_params, get_entry, list_models, structure_of, student_kwargs, teacher_kwargs,
+    torchvision_archs,
 )
 from shrink.prune import (
     Graph, PruneParams, base_channels_of, bn_l1_hook, mask_model, prunable_bns, prunable_groups, rebuild_kwargs, slim,
@@ -20,7 +24,10 @@ from shrink.prune import (
 from shrink.quantize import save_fp16, save_int8, save_int8w, save_uint8
 from shrink.runtime import load_runtime
 
-ARCHS = ["studentnet", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"]
+OWN = [n for n in list_models() if n not in torchvision_archs()]  # the entries the registry lists explicitly
+ARCHS = [n for n in OWN if "student" not in get_entry(n).refuse] + [
+    "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"]
+TEACHERS = [n for n in OWN if "teacher" not in get_entry(n).refuse]  # the teacher-only extra: builds, saves, loads
 CLASSES = ["a", "b", "c"]
 SIZE = 28
 
@@ -64,6 +71,63 @@ def cut(request):
     pruned, keep = slim(model, 0.5, PruneParams(round_to=8))
     kwargs = rebuild_kwargs(pruned, student_kwargs(arch, 16, 1.0, small_input=True))
     return arch, model, pruned, keep, kwargs
+
+
+@pytest.mark.parametrize("arch", ["studentnet", "mobilenet_v3_small"])  # the course's groups; SE + hardswish
+def test_sync_batchnorm_gives_the_same_groups_and_l1_targets(arch):
+    """DDP on CUDA converts every BatchNorm to SyncBatchNorm (a ``_BatchNorm``, not a ``BatchNorm2d``): the converted
+    net must yield the same slimming groups, the same L1 targets and the same cut. Tracing runs in eval mode, where
+    SyncBatchNorm needs no process group, so this runs on the CPU."""
+    model = make(arch)
+    sync = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in sync.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in sync.modules())
+    assert structure_of(sync) == structure_of(model)
+    groups, sync_groups = Graph(model).groups, Graph(sync).groups
+    assert {n: g.channels for n, g in sync_groups.items()} == {n: g.channels for n, g in groups.items()}
+    for name, g in groups.items():
+        assert torch.equal(sync_groups[name].importance(), g.importance()), name
+
+    def l1_targets(net: nn.Module) -> list[str]:
+        bns = {id(b) for b in prunable_bns(net)}
+        return [n for n, m in net.named_modules() if id(m) in bns]
+
+    targets = l1_targets(sync)
+    assert targets and targets == l1_targets(model)
+    # the hook adds l1 * sign(gamma) to exactly those SyncBatchNorm gammas
+    for p in sync.parameters():
+        p.grad = torch.zeros_like(p)
+    bn_l1_hook(0.5)(sync)
+    moved = [n for n, m in sync.named_modules() if isinstance(m, nn.SyncBatchNorm) and m.weight.grad.abs().sum() > 0]
+    assert moved == targets
+    # and the cut keeps the same channels
+    keep, keep_sync = slim(model, 0.5, PruneParams())[1], slim(sync, 0.5, PruneParams())[1]
+    assert {n: v.tolist() for n, v in keep.items()} == {n: v.tolist() for n, v in keep_sync.items()}
+
+
+@pytest.mark.parametrize("arch", TEACHERS)
+def test_teacher_entry_builds_saves_and_loads(arch, tmp_path):
+    """A teacher-only entry: built as the teacher stage builds it (its own input size and normalisation), one
+    backward pass, then a weights-only checkpoint that rebuilds it with the same logits."""
+    requires = get_entry(arch).requires
+    if requires is not None:
+        try:
+            requires()
+        except ImportError as e:
+            pytest.skip(str(e))
+    kwargs = teacher_kwargs(arch, False, None, "auto", True, SIZE, [0.5] * 3, [0.25] * 3)
+    torch.manual_seed(0)
+    model = build_model(arch, len(CLASSES), **kwargs)
+    out = model.train()(images(4))
+    assert out.shape == (4, len(CLASSES))
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(path, model, name=arch, model_kwargs=kwargs, num_classes=len(CLASSES),
+                    data_meta=ckpt_of(model, arch, kwargs)["data"], params={})
+    back = model_from_checkpoint(load_checkpoint(path))
+    x = images()
+    assert torch.equal(logits(back, x), logits(model, x))
 
 
 def test_training_step_with_l1(cut):
@@ -110,11 +174,11 @@ def test_pruning_is_exact_and_smaller(cut):
     assert logits(pruned, x).shape == (3, len(CLASSES))
 
 
+# two archs suffice for the round logic (it is arch-independent): the course's groups and a torchvision net's
+@pytest.mark.parametrize("cut", ["studentnet", "mobilenet_v3_small"], indirect=True)
 def test_second_round_against_the_original_widths(cut):
     """Round 2 sizes its groups against the unpruned net's channels, so it cuts further and stays exact."""
     arch, model, pruned, _, _ = cut
-    if arch not in ("studentnet", "mobilenet_v3_small"):
-        pytest.skip("two archs suffice for the round logic (it is arch-independent); saves ~30 s")
     base = base_channels_of(model)
     again, keep2 = slim(pruned, 0.3, PruneParams(round_to=1, min_channels=1), base)
     for name, idx in keep2.items():
@@ -184,6 +248,7 @@ def test_unsupported_archs_are_params_errors():
         with pytest.raises(ParamsError, match=rf"student_net.arch: .*{arch}"):
             validate({"student_net": {"arch": arch}})
     check_arch("convnext_tiny", "teacher")  # a teacher need not be slimmable
+    check_arch("regnet_x_400mf", "student")  # its builder cannot run on the meta device: checked on the CPU instead
     with pytest.raises(ParamsError, match="teacher.arch"):
         validate({"teacher": {"arch": "no_such_net"}})
     assert "mobilenet_v3_small" in torchvision_archs() and "resnet18" in torchvision_archs()

@@ -1,21 +1,39 @@
 """Model registry: the course's StudentNet, every torchvision classification model, and EfficientNet-Lite0
 (a teacher, from the optional extra ``pretrained``).
 
-``build_model(name, num_classes, **kw)`` is the one way stages make models, so a checkpoint
-that stores ``name`` and ``kw`` rebuilds its network without guessing.
+One ``ModelEntry`` per architecture (timm's ``register_model``, as data): its factory, the input
+normalisation its published weights expect, whether it takes the small-input stem, which roles it may
+play, and how pruning treats it (``Slimming``). Every function here asks the entry; none branches on
+where an arch comes from. ``build_model(name, num_classes, **kw)`` is the one way stages make models,
+so a checkpoint that stores ``name`` and ``kw`` rebuilds its network without guessing.
+
+(~500 lines, over the house's ~450: the registry and the nets it defines itself belong together; the
+teacher's ``InputAdapter``/``teacher_kwargs`` could move to ``pretrained.py`` if it grows further.)
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torchvision
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .config import CUTTABLE  # the width indices prune.blocks may name (config checks params with them)
 
 # The course's channel multipliers: base*m for each of the 8 conv blocks.
 MULTIPLIER = (1, 2, 4, 8, 16, 16, 16, 16)
 # Blocks whose width the course's ``width_mult`` scales (and that pruning cuts by default).
 PRUNABLE_BLOCKS = (3, 4, 5, 6)
+
+
+def check_blocks(blocks: Sequence[int]) -> None:
+    """ValueError unless ``blocks`` are distinct StudentNet width indices in ``CUTTABLE``."""
+    bad = [j for j in blocks if j not in CUTTABLE]
+    if bad or len(set(blocks)) != len(blocks):
+        raise ValueError(f"prunable blocks must be distinct width indices in 1..6, got {list(blocks)}")
 
 
 def student_widths(base: int = 16, width_mult: float = 1.0) -> list[int]:
@@ -88,6 +106,25 @@ def _student(num_classes: int, base: int = 16, width_mult: float = 1.0, widths: 
     return StudentNet(base=base, width_mult=width_mult, num_classes=num_classes, widths=widths)
 
 
+def _student_layer_widths(model: StudentNet) -> list[int]:
+    """The 8 widths read from the layers themselves (pruning's surgery leaves ``model.widths`` stale)."""
+    return [model.cnn[0][0].out_channels] + [model.cnn[i][3].out_channels for i in range(1, 8)]
+
+
+def _student_groups(blocks: Sequence[int]) -> list[str]:
+    """StudentNet's prunable groups for ``prune.blocks``: the channels each pointwise ``cnn.{j}.3`` produces."""
+    check_blocks(blocks)
+    return [f"cnn.{j}.3" for j in blocks]
+
+
+def _student_rebuild(model: StudentNet) -> StudentNet:
+    """A clean ``StudentNet(widths=...)`` holding a cut net's weights: the course's state_dict format."""
+    ref = next(model.parameters())
+    student = StudentNet(widths=_student_layer_widths(model), num_classes=model.num_classes)
+    student.load_state_dict(model.state_dict(), strict=True)
+    return student.to(device=ref.device, dtype=ref.dtype)
+
+
 # Torchvision nets this pipeline cannot slim, and why (checked with Torch-Pruning 1.6.1, torch 2.14.1).
 UNSLIMMABLE = {
     "shufflenet_v2": "Torch-Pruning 1.6.1 fails on its channel shuffle (ZeroDivisionError while tracing the groups)",
@@ -130,14 +167,14 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def structure_of(model: nn.Module) -> dict[str, list[int]]:
     """The channel structure of a (possibly pruned) net as plain data: ``{module: [in, out, groups]}`` for
-    every Conv2d, ``[in, out]`` for every Linear, ``[features]`` for every BatchNorm2d."""
+    every Conv2d, ``[in, out]`` for every Linear, ``[features]`` for every BatchNorm (SyncBatchNorm too)."""
     out: dict[str, list[int]] = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             out[name] = [m.in_channels, m.out_channels, m.groups]
         elif isinstance(m, nn.Linear):
             out[name] = [m.in_features, m.out_features]
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, _BatchNorm):
             out[name] = [m.num_features]
     return out
 
@@ -159,9 +196,9 @@ def apply_structure(model: nn.Module, structure: dict[str, Sequence[int]]) -> nn
         elif isinstance(m, nn.Linear) and len(spec) == 2:
             if spec != [m.in_features, m.out_features]:
                 _replace(model, name, nn.Linear(spec[0], spec[1], m.bias is not None))
-        elif isinstance(m, nn.BatchNorm2d) and len(spec) == 1:
-            if spec[0] != m.num_features:
-                _replace(model, name, nn.BatchNorm2d(spec[0], m.eps, m.momentum, m.affine, m.track_running_stats))
+        elif isinstance(m, _BatchNorm) and len(spec) == 1:
+            if spec[0] != m.num_features:  # same class: a SyncBatchNorm stays one
+                _replace(model, name, type(m)(spec[0], m.eps, m.momentum, m.affine, m.track_running_stats))
         else:
             raise ValueError(f"structure names layer {name!r} ({spec}), which this arch has not "
                              f"(or not of that kind: {type(m).__name__})")
@@ -208,17 +245,12 @@ def _efficientnet_lite0(num_classes: int, image_size: int = 224) -> nn.Module:
     """
     model = _efficientnet_lite().from_name("efficientnet-lite0", num_classes=num_classes, image_size=image_size)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, _BatchNorm):
             # TensorFlow's 0.99 decay (torch momentum 0.01) is for ImageNet-length runs; a few hundred
             # fine-tuning steps on new data need the running statistics to follow faster
             m.momentum = 0.1
     return model
 
-
-# Teacher-only archs from optional packages: name -> (factory, normalisation its published weights expect).
-EXTRA_ARCHS: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "efficientnet_lite0": (_efficientnet_lite0, "inception"),  # TF-Lite models take pixels scaled to [-1, 1]
-}
 
 # Per-channel (mean, std) on the 0..1 scale that published weights were trained with.
 NORMS = {
@@ -227,14 +259,115 @@ NORMS = {
 }
 
 
-def weights_norm(arch: str) -> str:
-    """The input normalisation ``arch``'s published (ImageNet) weights expect: a key of ``NORMS``."""
-    return EXTRA_ARCHS[arch][1] if arch in EXTRA_ARCHS else "imagenet"
+@dataclass(frozen=True)
+class Slimming:
+    """How pruning treats an arch (``prune.py`` asks this instead of testing classes).
+
+    Args:
+        groups: ``groups(prune.blocks)`` -> the names of the prunable groups (data per arch, e.g. StudentNet's
+            course blocks); None: every traced group with a BatchNorm but the classifier's output.
+        rebuild: ``rebuild(cut net)`` -> the net to keep after the surgery (StudentNet: a clean
+            ``StudentNet(widths=...)``); the identity by default.
+        rebuild_kwargs: ``rebuild_kwargs(cut net, parent's model_kwargs)`` -> ``model_kwargs`` that rebuild it
+            (plain data): the parent's plus the channel ``structure`` by default.
+    """
+
+    groups: Optional[Callable[[Sequence[int]], list[str]]] = None
+    rebuild: Callable[[nn.Module], nn.Module] = lambda model: model
+    rebuild_kwargs: Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]] = (
+        lambda model, kwargs: {**kwargs, "structure": structure_of(model)})
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One architecture of the registry.
+
+    Args:
+        name: registry name, stored in checkpoints as ``model``.
+        factory: ``factory(num_classes, **model_kwargs) -> nn.Module`` (randomly initialised).
+        norm: the input normalisation its published weights expect (a key of ``NORMS``).
+        small_input: the factory takes ``small_input`` (``adapt_small_input``).
+        image_size: the factory takes ``image_size`` (its padding is computed for one input size).
+        refuse: {role: why it cannot play it} for the roles "student" and "teacher".
+        requires: raises ImportError naming the optional extra that brings the arch, when missing.
+        student_kwargs: ``(base, width_mult, small_input) -> model_kwargs`` of a fresh student.
+        module_type: the class the factory returns, so a built net finds its ``slimming`` (``slimming_of``).
+        slimming: how pruning treats it.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    norm: str = "imagenet"
+    small_input: bool = True
+    image_size: bool = False
+    refuse: Mapping[str, str] = field(default_factory=dict)
+    requires: Optional[Callable[[], Any]] = None
+    student_kwargs: Callable[[int, float, bool], dict[str, Any]] = (
+        lambda base, width_mult, small_input: {"small_input": small_input})
+    module_type: Optional[type] = None
+    slimming: Slimming = Slimming()
+
+
+REGISTRY: dict[str, ModelEntry] = {}  # name or alias -> entry
+_BY_TYPE: dict[type, ModelEntry] = {}  # module_type -> entry
+
+
+def register(entry: ModelEntry, *aliases: str) -> ModelEntry:
+    """Add ``entry`` under its name (and ``aliases``, names older checkpoints carry)."""
+    names = (entry.name, *aliases)
+    taken = [n for n in names if n in REGISTRY] + ([entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
+    if taken:
+        raise ValueError(f"model {taken[0]!r} is registered twice")
+    REGISTRY.update(dict.fromkeys(names, entry))
+    if entry.module_type is not None:
+        _BY_TYPE[entry.module_type] = entry
+    return entry
+
+
+def list_models() -> list[str]:
+    """Every registered arch name (aliases left out), sorted: what ``build_model`` accepts."""
+    return sorted(n for n, e in REGISTRY.items() if e.name == n)
+
+
+register(ModelEntry(
+    "studentnet", _student, small_input=False,
+    refuse={"teacher": "use a torchvision classification model"},
+    student_kwargs=lambda base, width_mult, small_input: {"widths": student_widths(base, width_mult)},
+    module_type=StudentNet,
+    slimming=Slimming(groups=_student_groups, rebuild=_student_rebuild,
+                      rebuild_kwargs=lambda model, kwargs: {"widths": _student_layer_widths(model)}),
+), "student")  # "student": the name older checkpoints (and the course) carry
+register(ModelEntry(
+    "efficientnet_lite0", _efficientnet_lite0,
+    norm="inception",  # TF-Lite models take pixels scaled to [-1, 1]
+    small_input=False, image_size=True,  # its static "same" padding is computed for a stride-2 stem and one size
+    refuse={"student": "a teacher only (not tested with pruning and int8 export)"},
+    requires=_efficientnet_lite,
+))
+for _arch in torchvision_archs():
+    _why = next((why for prefix, why in UNSLIMMABLE.items() if _arch.startswith(prefix)), None)
+    register(ModelEntry(_arch, functools.partial(_torchvision, _arch), refuse={"student": _why} if _why else {}))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The entry of ``name``; KeyError naming it if there is none."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model (torchvision"
+                       f".models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)") from None
+
+
+def slimming_of(model: nn.Module) -> Slimming:
+    """How pruning treats ``model``: its class's entry's ``slimming``; the default (every torchvision entry's)
+    for a class no entry names."""
+    entry = _BY_TYPE.get(type(model))
+    return entry.slimming if entry is not None else Slimming()
 
 
 def supports_small_input(arch: str) -> bool:
-    """EfficientNet-Lite's static "same" padding is computed for a stride-2 stem: it takes input_size instead."""
-    return arch not in EXTRA_ARCHS
+    """Whether ``arch`` takes ``small_input`` (EfficientNet-Lite takes ``input_size`` instead)."""
+    return get_entry(arch).small_input
 
 
 class InputAdapter(nn.Module):
@@ -289,14 +422,15 @@ def teacher_kwargs(
         pretrained: weights will be loaded (``auto`` then means the arch's published normalisation).
         data_size, data_mean, data_std: the prepared data's image size and normalisation.
     """
+    entry = get_entry(arch)
     kw: dict = {}
-    if supports_small_input(arch):
+    if entry.small_input:
         kw["small_input"] = small_input
-    if arch in EXTRA_ARCHS:
+    if entry.image_size:
         kw["image_size"] = input_size or data_size
     if input_size is not None and input_size != data_size:
         kw["input_size"] = input_size
-    norm = (weights_norm(arch) if pretrained else "data") if input_norm == "auto" else input_norm
+    norm = (entry.norm if pretrained else "data") if input_norm == "auto" else input_norm
     if norm != "data":
         mean, std = NORMS[norm]
         kw["input_norm"] = {"name": norm, "data_mean": list(data_mean), "data_std": list(data_std),
@@ -312,53 +446,40 @@ def output_layer_name(model: nn.Module) -> str:
     return names[-1]
 
 
-# Our own nets; every other name is looked up in torchvision. "student" is the name older checkpoints carry.
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "studentnet": _student,
-    "student": _student,
-}
-
-
-def is_known(name: str) -> bool:
-    return name in MODELS or name in EXTRA_ARCHS or name in torchvision_archs()
-
-
 def check_arch(name: str, role: str) -> None:
     """ValueError naming ``name`` and why, unless it can be this pipeline's ``role`` ('student' or 'teacher').
 
-    A student must be slimmable: it needs BatchNorm2d layers (Network Slimming ranks channels by their
+    A student must be slimmable: it needs BatchNorm layers (Network Slimming ranks channels by their
     gamma) and Torch-Pruning must be able to trace it.
     """
-    if not is_known(name):
-        raise ValueError(f"unknown model {name!r}: use studentnet or a torchvision classification model "
-                         f"(torchvision.models.list_models(module=torchvision.models), e.g. mobilenet_v3_small)")
-    if role == "teacher" and name in MODELS:
-        raise ValueError(f"model {name!r} cannot be the teacher: use a torchvision classification model")
-    if name in EXTRA_ARCHS:
-        if role == "student":
-            raise ValueError(f"model {name!r} is a teacher only (not tested with pruning and int8 export)")
+    try:
+        entry = get_entry(name)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    if role in entry.refuse:
+        raise ValueError(f"model {name!r} cannot be the {role}: {entry.refuse[role]}")
+    if entry.requires is not None:
         try:
-            _efficientnet_lite()
+            entry.requires()
         except ImportError as e:
             raise ValueError(f"model {name!r}: {e}") from None
+    if role != "student":
         return
-    if role != "student" or name in MODELS:
-        return
-    for prefix, why in UNSLIMMABLE.items():
-        if name.startswith(prefix):
-            raise ValueError(f"model {name!r} cannot be a student: {why}")
-    with torch.device("meta"):  # shapes only: no memory, no init cost
-        model = torchvision.models.get_model(name, num_classes=2)
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = entry.factory(2, **entry.student_kwargs(16, 1.0, False))
+    except NotImplementedError:  # a builder that reads tensor values (torchvision's regnet): build it for real
+        model = entry.factory(2, **entry.student_kwargs(16, 1.0, False))
+    if not any(isinstance(m, _BatchNorm) for m in model.modules()):
         raise ValueError(f"model {name!r} cannot be a student: it has no BatchNorm2d, so Network Slimming has no "
                          f"gammas to rank channels by (e.g. convnext/vit use LayerNorm)")
 
 
 def build_model(name: str, num_classes: int, **kw) -> nn.Module:
-    """Build a model by name: ``studentnet`` or any torchvision classification model.
+    """Build a model by registry name (``list_models()``).
 
     Args:
-        name: ``studentnet`` (``student``) or a torchvision classification model name.
+        name: ``studentnet`` (``student``), ``efficientnet_lite0`` or a torchvision classification model name.
         num_classes: number of output classes.
         **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``): StudentNet's
             ``base``/``width_mult``/``widths``; torchvision's ``small_input``, ``structure``; EfficientNet-Lite's
@@ -366,22 +487,13 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
             an ``InputAdapter``.
     """
     size, norm = kw.pop("input_size", None), kw.pop("input_norm", None)
-    if name in MODELS:
-        model = MODELS[name](num_classes, **kw)
-    elif name in EXTRA_ARCHS:
-        model = EXTRA_ARCHS[name][0](num_classes, **kw)
-    elif name in torchvision_archs():
-        model = _torchvision(name, num_classes, **kw)
-    else:
-        raise KeyError(f"unknown model {name!r}: use studentnet or a torchvision classification model")
+    model = get_entry(name).factory(num_classes, **kw)
     return InputAdapter(model, size, norm) if size is not None or norm is not None else model
 
 
 def student_kwargs(arch: str, base: int, width_mult: float, small_input: bool) -> dict:
     """``model_kwargs`` of a fresh student: StudentNet's widths, or a torchvision net's input adaptation."""
-    if arch in MODELS:
-        return {"widths": student_widths(base, width_mult)}
-    return {"small_input": small_input}
+    return get_entry(arch).student_kwargs(base, width_mult, small_input)
 
 
 def count_params(model: nn.Module) -> int:

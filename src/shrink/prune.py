@@ -4,9 +4,10 @@ One mechanism for every arch, in three parts (Torch-Pruning's):
 
 * *groups*: the coupled channel groups, found by tracing with Torch-Pruning's ``DependencyGraph``
   (``prunable_groups``). A group is named by the first layer, in module order, whose output
-  channels it holds and is prunable when it holds at least one BatchNorm2d and is not
-  the classifier's output. Which groups are prunable is data per arch: StudentNet's are the course's
-  ``cnn.{j}.3`` for ``j`` in ``prune.blocks``; every other arch's are all of them.
+  channels it holds and is prunable when it holds at least one BatchNorm (any ``_BatchNorm``, so
+  SyncBatchNorm too) and is not the classifier's output. Which groups are prunable is data per arch,
+  in the model registry (``models.slimming_of``): StudentNet's are the course's ``cnn.{j}.3`` for
+  ``j`` in ``prune.blocks``; every other arch's are all of them.
 * *criterion*: a channel's importance is the mean ``|gamma|`` of the BatchNorms of its group
   (StudentNet's groups hold exactly one BN: its ``|gamma|``).
 * *selection*: ``choose`` (per layer or global, with floors and ``round_to``), then one surgery per
@@ -45,7 +46,7 @@ The L1 penalty on gammas that makes them sparse is ``bn_l1_hook``, plugged into
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
@@ -53,26 +54,17 @@ from torch import nn
 
 import torch_pruning as tp
 
+from torch.nn.modules.batchnorm import _BatchNorm
+
 from .config import CUTTABLE, PRUNE_MODES, PruneParams, RoundParams  # noqa: F401 (re-exported)
-from .models import PRUNABLE_BLOCKS, StudentNet, output_layer_name, structure_of
+from .models import PRUNABLE_BLOCKS, output_layer_name, slimming_of
 
 K = TypeVar("K")
 
 MODES = PRUNE_MODES
 
 
-def _check_blocks(blocks: Sequence[int]) -> None:
-    bad = [j for j in blocks if j not in CUTTABLE]
-    if bad or len(set(blocks)) != len(blocks):
-        raise ValueError(f"prunable blocks must be distinct width indices in 1..6, got {list(blocks)}")
-
-
 TRACE_SIZE = 32  # input side for tracing: channel coupling does not depend on it
-
-
-def _group_name(j: int) -> str:
-    """StudentNet's group of width index ``j``: the channels the pointwise ``cnn.{j}.3`` produces."""
-    return f"cnn.{j}.3"
 
 
 @dataclass
@@ -84,14 +76,14 @@ class Group:
             ``cnn.{j}.3``.
         channels: its current number of channels.
         root: the root layer; ``fn`` its out-channel pruning function (Torch-Pruning's).
-        bns: ``(BatchNorm2d, its channel index for each group channel)`` for every BN in the group.
+        bns: ``(BatchNorm, its group channel for each BN channel)`` for every BN in the group.
     """
 
     name: str
     channels: int
     root: nn.Module
     fn: Callable
-    bns: list[tuple[nn.BatchNorm2d, torch.Tensor]]
+    bns: list[tuple[_BatchNorm, torch.Tensor]]
 
     def importance(self) -> torch.Tensor:
         """Mean ``|gamma|`` over the group's BatchNorms, per channel (detached, CPU)."""
@@ -106,10 +98,13 @@ class Graph:
 
     Args:
         model: the net (traced in eval mode on a zero batch; its mode and BN statistics are left as they were).
-        blocks: StudentNet's prunable width indices (other archs: every group with a BN but the classifier's output).
+            A SyncBatchNorm needs no process group in eval mode, so a converted net traces on the CPU.
+        blocks: ``prune.blocks``, which the arch's registry entry maps to its prunable groups (StudentNet's
+            course blocks; other archs: every group with a BN but the classifier's output). None: every
+            group with a BN but the classifier's output, for any arch (what the surgery may cut).
     """
 
-    def __init__(self, model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> None:
+    def __init__(self, model: nn.Module, blocks: Optional[Sequence[int]] = PRUNABLE_BLOCKS) -> None:
         ref = next(model.parameters())
         was_training = model.training
         model.eval()  # a train-mode forward would move the BN running statistics
@@ -130,7 +125,7 @@ class Graph:
             bns = []
             for item in g:
                 m = item.dep.target.module
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, _BatchNorm):  # SyncBatchNorm too: DDP on CUDA converts every BN
                     order = torch.as_tensor(item.root_idxs, dtype=torch.long)  # group channel of each BN channel
                     bn_idx = torch.as_tensor(item.idxs, dtype=torch.long)
                     perm = torch.full((m.num_features,), -1, dtype=torch.long)
@@ -143,11 +138,11 @@ class Graph:
                              and self.dg.is_out_channel_pruning_fn(i.dep.handler)]
                 name = min(producers, key=rank.__getitem__)
                 groups[name] = Group(name, n, root, fn, bns)
-        if isinstance(model, StudentNet):  # data per arch: the course's blocks only
-            _check_blocks(blocks)
-            wanted = [_group_name(j) for j in blocks]
+        select = slimming_of(model).groups
+        if blocks is not None and select is not None:  # data per arch, e.g. the course's blocks only
+            wanted = select(blocks)
             missing = [w for w in wanted if w not in groups]
-            assert not missing, f"tracing StudentNet did not find the groups {missing}"
+            assert not missing, f"tracing {type(model).__name__} did not find the groups {missing}"
             groups = {w: groups[w] for w in wanted}
         self.groups = groups
 
@@ -159,40 +154,23 @@ class Graph:
         return self.dg.get_pruning_group(g.root, g.fn, mask.nonzero().flatten().tolist())
 
 
-def prunable_groups(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> dict[str, int]:
+def prunable_groups(model: nn.Module, blocks: Optional[Sequence[int]] = PRUNABLE_BLOCKS) -> dict[str, int]:
     """{group name: channels} of the prunable groups of ``model`` (see ``Graph``)."""
     return {n: g.channels for n, g in Graph(model, blocks).groups.items()}
 
 
-def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> list[nn.BatchNorm2d]:
-    """Every BatchNorm2d of a prunable group (each once): where ``slim.l1`` applies."""
-    seen: dict[int, nn.BatchNorm2d] = {}
+def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> list[_BatchNorm]:
+    """Every BatchNorm of a prunable group (each once): where ``slim.l1`` applies."""
+    seen: dict[int, _BatchNorm] = {}
     for g in Graph(model, blocks).groups.values():
         for bn, _ in g.bns:
             seen.setdefault(id(bn), bn)
     return list(seen.values())
 
 
-def importance(model: nn.Module, j: int | str) -> torch.Tensor:
-    """The importance of group ``j`` (StudentNet width index or group name): its BNs' mean ``|gamma|``."""
-    return Graph(model).groups[_group_name(j) if isinstance(j, int) else j].importance()
-
-
-def widths_of(model: StudentNet) -> list[int]:
-    """The 8 widths read from the layers themselves (not from ``model.widths``)."""
-    return [model.cnn[0][0].out_channels] + [model.cnn[i][3].out_channels for i in range(1, 8)]
-
-
-def target_widths(base_widths: Sequence[int], width: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> dict[int, int]:
-    """Channels per prunable layer at ``width``: the course's ``int(bandwidth[i] * width_mult)``.
-
-    Args:
-        base_widths: the 8 widths of the unpruned network.
-        width: fraction of ``base_widths`` to keep.
-        blocks: prunable width indices.
-    """
-    # same expression as models.student_widths, so width=0.95 gives the course's 121/243 exactly
-    return {j: int(base_widths[j] * width) for j in blocks}
+def importance(model: nn.Module, name: str) -> torch.Tensor:
+    """The importance of prunable group ``name``: its BNs' mean ``|gamma|``."""
+    return Graph(model).groups[name].importance()
 
 
 def round_width(count: int, current: int, round_to: int, floor: int = 1) -> int:
@@ -258,12 +236,6 @@ def choose(
         min_channels: per-group floor.
         round_to: every kept count is a multiple of this (see ``round_width``).
     """
-    if mode not in MODES:
-        raise ValueError(f"select_channels: mode must be one of {MODES}, got {mode!r}")
-    if min_channels < 1:
-        raise ValueError(f"select_channels: min_channels must be >= 1, got {min_channels}")
-    if round_to < 1:
-        raise ValueError(f"select_channels: round_to (prune.round_to) must be >= 1, got {round_to}")
     current = {j: len(scores[j]) for j in targets}
     floors = {j: min(min_channels, current[j]) for j in targets}
     # stable sorts: equal scores never make the choice depend on the sort implementation
@@ -273,7 +245,7 @@ def choose(
         counts = {}
         for j, k in targets.items():
             if k > current[j] + round_to - 1:
-                raise ValueError(f"select_channels: width {j} has {current[j]} channels, cannot keep {k}")
+                raise ValueError(f"group {j} has {current[j]} channels, cannot keep {k}")
             counts[j] = max(k, floors[j])
     else:
         keys = list(targets)
@@ -289,41 +261,6 @@ def choose(
     return {j: torch.sort(ranked[j][:n]).values.long() for j, n in counts.items()}
 
 
-def select_channels(
-    model: StudentNet,
-    targets: Optional[Mapping[int, int]] = None,
-    *,
-    width: Optional[float] = None,
-    base_widths: Optional[Sequence[int]] = None,
-    mode: str = "layer",
-    min_channels: int = 8,
-    blocks: Sequence[int] = PRUNABLE_BLOCKS,
-    round_to: int = 8,
-) -> dict[int, torch.Tensor]:
-    """StudentNet's channels to keep, per width index: ``choose`` over its traced groups ``cnn.{j}.3``.
-
-    Give either ``targets`` ({width index: channels}) or ``width`` (then the targets are
-    ``target_widths(base_widths, width, blocks)``).
-
-    Args:
-        model: the (possibly already pruned) student to cut.
-        targets: channels to keep per width index; overrides ``width``/``blocks``.
-        width: fraction of ``base_widths`` to keep (the course's cumulative ``width_mult``).
-        base_widths: the unpruned widths; a pruned model must pass its original's. Defaults to
-            the model's own widths.
-        mode, min_channels, round_to: see ``choose``.
-        blocks: prunable width indices (used with ``width``).
-    """
-    if (targets is None) == (width is None):
-        raise ValueError("select_channels: give exactly one of targets or width")
-    if targets is None:
-        targets = target_widths(base_widths if base_widths is not None else widths_of(model), width, blocks)
-    _check_blocks(list(targets))
-    graph = Graph(model, list(targets))
-    scores = {j: graph.groups[_group_name(j)].importance() for j in targets}
-    return choose(scores, targets, mode=mode, min_channels=min_channels, round_to=round_to)
-
-
 def _validate_keep(channels: Mapping[str, int], keep: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for j, idx in keep.items():
@@ -337,51 +274,30 @@ def _validate_keep(channels: Mapping[str, int], keep: Mapping[str, torch.Tensor]
     return out
 
 
-def _by_name(keep: Mapping[int | str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {(_group_name(j) if isinstance(j, int) else j): v for j, v in keep.items()}
-
-
-def _blocks_of(keep: Mapping[int | str, torch.Tensor], model: nn.Module) -> Sequence[int]:
-    if not isinstance(model, StudentNet):
-        return PRUNABLE_BLOCKS
-    blocks = [j if isinstance(j, int) else int(j.split(".")[1]) for j in keep]
-    _check_blocks(blocks)
-    return blocks
-
-
 @torch.no_grad()
-def prune_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.Module:
+def prune_model(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> nn.Module:
     """A new, smaller dense copy of ``model`` holding only the kept channels; ``model`` is unchanged.
 
     The surgery is Torch-Pruning's: each group's dropped channels leave every coupled layer at once.
-    A StudentNet comes back as a clean ``StudentNet(widths=...)`` (the course's state_dict format).
+    Then the arch's registry entry rebuilds the net if it wants to (a StudentNet comes back as a clean
+    ``StudentNet(widths=...)``, the course's state_dict format).
 
     Args:
         model: the net to cut.
-        keep: {group name (or StudentNet width index): kept channel indices}, e.g. from ``choose``.
+        keep: {group name: kept channel indices}, e.g. from ``choose``; any group with a BN but the
+            classifier's output may be cut.
     """
     new = copy.deepcopy(model)
-    graph = Graph(new, _blocks_of(keep, model))
-    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, _by_name(keep))
+    graph = Graph(new, blocks=None)
+    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, keep)
     for name, idx in keep.items():
         if len(idx) < graph.groups[name].channels:
             graph.drop_group(name, idx).prune()
-    if isinstance(model, StudentNet):
-        student = StudentNet(widths=widths_of(new), num_classes=model.num_classes)
-        student.load_state_dict(new.state_dict(), strict=True)
-        ref = next(model.parameters())
-        new = student.to(device=ref.device, dtype=ref.dtype)
-    return new.train(model.training)
-
-
-def prune_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
-    """``prune_model`` for StudentNet, keyed by width index (the course's view)."""
-    _check_blocks(list(keep))
-    return prune_model(model, keep)
+    return slimming_of(model).rebuild(new).train(model.training)
 
 
 @torch.no_grad()
-def mask_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.Module:
+def mask_model(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model`` with the dropped channels silenced: the exactness reference for ``prune_model``.
 
     Every BatchNorm of a group gets gamma = beta = 0 on the dropped channels. Why that equals removing
@@ -397,11 +313,11 @@ def mask_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.M
 
     Args:
         model: the net (unchanged).
-        keep: {group name (or StudentNet width index): kept channel indices}.
+        keep: {group name: kept channel indices}.
     """
     masked = copy.deepcopy(model)
-    graph = Graph(masked, _blocks_of(keep, model))
-    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, _by_name(keep))
+    graph = Graph(masked, blocks=None)
+    keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, keep)
     for name, idx in keep.items():
         for bn, perm in graph.groups[name].bns:
             drop = torch.ones(bn.num_features, dtype=torch.bool)
@@ -410,12 +326,6 @@ def mask_model(model: nn.Module, keep: Mapping[int | str, torch.Tensor]) -> nn.M
             bn.weight[drop] = 0.0
             bn.bias[drop] = 0.0
     return masked
-
-
-def mask_student(model: StudentNet, keep: Mapping[int, torch.Tensor]) -> StudentNet:
-    """``mask_model`` for StudentNet, keyed by width index."""
-    _check_blocks(list(keep))
-    return mask_model(model, keep)
 
 
 def slim(
@@ -449,10 +359,9 @@ def base_channels_of(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) 
 
 
 def rebuild_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``model_kwargs`` that rebuild a pruned net: StudentNet's ``widths``, or any arch's ``structure`` (plain data)."""
-    if isinstance(model, StudentNet):
-        return {"widths": widths_of(model)}
-    return {**kwargs, "structure": structure_of(model)}
+    """``model_kwargs`` that rebuild a pruned net, as its registry entry says (plain data): StudentNet's
+    ``widths``, or the parent's kwargs plus the channel ``structure``."""
+    return slimming_of(model).rebuild_kwargs(model, kwargs)
 
 
 def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[Callable[[nn.Module], None]]:
@@ -460,20 +369,18 @@ def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[C
 
     Adds ``l1 * sign(gamma)`` (the subgradient of ``l1 * sum|gamma|``) to the gradient of every BatchNorm
     of a prunable group (``prunable_bns``: for StudentNet ``cnn.{j+1}.1`` for ``j`` in ``blocks``; for
-    other archs every BN whose channels can be pruned). The groups are traced once per model, at the
-    first call. Call it after ``loss.backward()`` (and after unscaling under AMP), before ``optimizer.step()``.
+    other archs every BN whose channels can be pruned; SyncBatchNorm as well). The groups are traced once
+    per model, at the first call. Call it after ``loss.backward()`` (and after unscaling under AMP), before
+    ``optimizer.step()``.
 
     Args:
-        l1: penalty strength; 0 returns None (no hook, no cost).
-        blocks: StudentNet's prunable width indices.
+        l1: penalty strength (``slim.l1``, >= 0 as ``SlimParams`` checks); 0 returns None (no hook, no cost).
+        blocks: ``prune.blocks`` (StudentNet's prunable width indices, as ``PruneParams`` checks).
     """
-    if l1 < 0:
-        raise ValueError(f"slim.l1 must be >= 0, got {l1}")
     if l1 == 0:
         return None
-    _check_blocks(blocks)
     blocks = tuple(blocks)
-    traced: dict[int, list[nn.BatchNorm2d]] = {}  # id(model) -> its prunable BNs
+    traced: dict[int, list[_BatchNorm]] = {}  # id(model) -> its prunable BNs
 
     @torch.no_grad()
     def hook(model: nn.Module) -> None:
@@ -493,6 +400,6 @@ def bn_l1_hook(l1: float, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> Optional[C
     return hook
 
 
-def keep_as_lists(keep: Mapping[int | str, torch.Tensor]) -> dict[str, list[int]]:
+def keep_as_lists(keep: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
     """``keep`` as plain JSON/checkpoint-friendly data (string keys, int lists)."""
     return {str(j): [int(c) for c in idx] for j, idx in sorted(keep.items(), key=lambda kv: str(kv[0]))}
