@@ -77,10 +77,54 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run(["dvc", *args], cwd, check=check, timeout=900)
 
 
+# The tiny projects' data: a Food-11-layout folder of 16 px images, each a square of its class's colour at a
+# random place on grey noise, so every model learns it in a few dozen steps and a model at chance (0.25)
+# fails every accuracy check. Committed inside the project: copies and clones carry it, and every path
+# in the metrics stays the same from one project to the next.
+TINY_CLASSES = ("red", "green", "blue", "yellow")
+TINY_COLOURS = ((230, 40, 40), (40, 200, 60), (50, 80, 240), (240, 220, 40))
+TINY_DATA = "images"
+TINY_TRAIN, TINY_VAL, TINY_EVAL = 48, 24, 16  # per class, per class (half of it becomes test), in all
+TINY_LEARN = {"teacher": (16, 2), "student": (16, 4), "distill": (16, 4)}  # batch, epochs: StudentNet's
+# BatchNorm running statistics need ~40 steps to come near the batch statistics (fewer: constant predictions)
+
+
+def write_tiny_image(path: Path, label: int, seed: int, size: int = 16) -> None:
+    """One tiny-project image: grey noise with a ``TINY_COLOURS[label]`` square of 8..11 px somewhere on it."""
+    g = torch.Generator().manual_seed(seed)
+    arr = torch.randint(60, 196, (size, size, 3), generator=g)
+    s = int(torch.randint(8, 12, (1,), generator=g))
+    r, c = (int(v) for v in torch.randint(0, size - s + 1, (2,), generator=g))
+    arr[r:r + s, c:c + s] = torch.tensor(TINY_COLOURS[label]) + torch.randint(-25, 26, (s, s, 3), generator=g)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.clamp(0, 255).to(torch.uint8).numpy()).save(path)
+
+
+def tiny_eval_label(i: int) -> int:
+    """The hidden label of evaluation/<i>.png (the course's unlabeled split: the tests know its answers)."""
+    return (i * 3 + 1) % len(TINY_CLASSES)
+
+
+def make_tiny_images(root: Path) -> Path:
+    """Write the tiny projects' Food-11 folder: training/, validation/, evaluation/ and classes.txt."""
+    for s, (split, n) in enumerate((("training", TINY_TRAIN), ("validation", TINY_VAL))):
+        for c in range(len(TINY_CLASSES)):
+            for i in range(n):
+                write_tiny_image(root / split / f"{c}_{i:03d}.png", c, seed=s * 10_000 + c * 1000 + i)
+    for i in range(TINY_EVAL):
+        write_tiny_image(root / "evaluation" / f"{i:04d}.png", tiny_eval_label(i), seed=50_000 + i)
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in TINY_CLASSES))
+    return root
+
+
 def make_project(dest: Path, edit=None) -> Path:
-    """A new git + DVC repo holding this project's pipeline with tiny params, committed."""
+    """A new git + DVC repo holding this project's pipeline with tiny params over the tiny images, committed."""
     copy_pipeline(ROOT, dest)
+    make_tiny_images(dest / TINY_DATA)
     params = tiny_overrides(yaml.safe_load((dest / "params.yaml").read_text()))
+    params["data"].update(source="folder", root=TINY_DATA, limit=None)
+    for stage, (batch, epochs) in TINY_LEARN.items():
+        params[stage]["train"].update(batch_size=batch, epochs=epochs)
     if edit:
         edit(params)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -126,9 +170,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 (started and stopped here)."""
+    """One moto S3 server on 127.0.0.1 for the whole session (started and stopped here); each test makes
+    buckets of its own names."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

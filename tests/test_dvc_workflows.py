@@ -24,11 +24,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, dvc, git, isolate_aws, make_project, run
+from conftest import copy_project, dvc, git, isolate_aws, run
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = ["prune@prune_1", "prune@prune_2", "prune@prune_3"]  # the tiny params keep three rounds
+MIN_ACC = 0.75  # the tiny data has 4 classes: chance is 0.25 (test_pipeline_e2e.py)
 QUEUE_TIMEOUT = 900  # seconds for a two-point queued sweep of the distill stage
 
 
@@ -136,22 +137,26 @@ def stage_script(cmd: str) -> str:
 
 @pytest.fixture(scope="module")
 def temperature_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run with `distill.temperature` changed and reproduced (baseline committed)."""
+    """A copy of the tiny run with `distill.temperature` changed, run as a `dvc exp run` (baseline committed):
+    one run serves the rerun, experiment, metrics-diff and plots tests."""
     proj = copy_project(tiny_run, tmp_path_factory.mktemp("temperature") / "proj")
     before = read_lock(proj)
     set_param(proj, "distill.temperature", 3.0)
     changed = status(proj)
     t0 = time.perf_counter()
-    out = dvc(proj, "repro").stdout
+    out = dvc(proj, "exp", "run").stdout  # the workspace's params change is the experiment's
     return SimpleNamespace(proj=proj, status=changed, ran=ran_stages(out), seconds=time.perf_counter() - t0,
-                           lock_before=before, lock_after=read_lock(proj))
+                           lock_before=before, lock_after=read_lock(proj), stdout=out)
 
 
 @pytest.fixture(scope="module")
-def second_run(tmp_path_factory):
-    """A second, independent tiny project and full run with the same params as tiny_run."""
-    proj = make_project(tmp_path_factory.mktemp("second") / "proj")
-    dvc(proj, "repro")
+def second_run(tiny_run, tmp_path_factory):
+    """The tiny run's stages rerun from scratch (`dvc repro -f`) in a copy: everything but evaluate, whose
+    latency figures (and the shipped choice they steer) are not meant to repeat."""
+    proj = copy_project(tiny_run, tmp_path_factory.mktemp("second") / "proj")
+    stages = [s for s in read_lock(proj) if s != "evaluate"]
+    ran = ran_stages(dvc(proj, "repro", "-f", "-s", *stages).stdout)
+    assert ran == stages
     return proj
 
 
@@ -359,16 +364,24 @@ def test_stage_params_name_what_the_stage_reads(tiny_run):
 # ------------------------------------------------------------------ 2. determinism on the CPU
 
 
+EVALUATE_OUTS = ("metrics/summary.json", "metrics/evaluate.json", "metrics/latency.json", "plots/", "report.md",
+                 "predictions.csv", "charts/", "shipped/")
+
+
 def test_identical_runs_give_identical_metrics_and_weights(tiny_run, second_run):
-    assert any(p.endswith(".json") for p in tree_files(tiny_run, "metrics"))
-    for folder in ("metrics", "dvclive", "plots"):
+    compared = 0
+    for folder in ("metrics", "dvclive"):
         a, b = tree_files(tiny_run, folder), tree_files(second_run, folder)
         assert sorted(a) == sorted(b)
         for path in a:
+            if path.startswith(EVALUATE_OUTS):  # not rerun (second_run's doc)
+                continue
+            compared += 1
             if path.endswith(".json"):
                 assert drop_timing(json.loads(a[path])) == drop_timing(json.loads(b[path])), path
             else:
                 assert a[path] == b[path], path
+    assert compared >= 10
     for path in sorted((tiny_run / "models").glob("*.pt")):
         a = torch.load(path, weights_only=True)
         b = torch.load(second_run / "models" / path.name, weights_only=True)
@@ -379,12 +392,12 @@ def test_identical_runs_give_identical_metrics_and_weights(tiny_run, second_run)
 
 def test_identical_runs_give_identical_cached_outputs(tiny_run, second_run):
     def hashes(proj):
-        return {o["path"]: o["md5"] for s in read_lock(proj).values() for o in s.get("outs", [])}
+        return {o["path"]: o["md5"] for n, s in read_lock(proj).items() if n != "evaluate" for o in s.get("outs", [])}
 
     a, b = hashes(tiny_run), hashes(second_run)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and len(a) > 20
     assert a["data/prepared"] == b["data/prepared"]
-    # report.md holds the latency table and charts/latency.png draws it, so they are timing like metrics/latency.json
+    # report.md holds the latency table and charts/latency.png draws it, so they are timing like metrics/latency.json;
     # models/<name>.run.json holds the stage's seconds; plots/latency.csv is the timings as a plot
     timing = ("report.md", "charts/latency.png", "plots/latency.csv")
     differ = sorted(p for p in a if a[p] != b[p] and not p.startswith(("metrics/", "dvclive/")) and p not in timing
@@ -396,31 +409,29 @@ def test_another_seed_gives_other_results(tiny_run, tmp_path):
     proj = copy_project(tiny_run, tmp_path / "proj")
     set_param(proj, "seed", 1)
     assert ran_stages(dvc(proj, "repro", "prepare", "student").stdout) == ["prepare", "student"]
-    old, new = (json.loads((p / "metrics/student.json").read_text()) for p in (tiny_run, proj))
-    assert (old["val_acc"], old["test_acc"]) != (new["val_acc"], new["test_acc"])
-    old, new = (json.loads((p / "data/prepared/prepare.json").read_text()) for p in (tiny_run, proj))
-    assert old["per_class"] != new["per_class"]  # the seed also draws the subsample
+    # accuracies near 1 may well coincide: the weights and the loss curve may not
+    old, new = (torch.load(p / "models/student.pt", weights_only=True)["state_dict"] for p in (tiny_run, proj))
+    assert not all(torch.equal(old[k], new[k]) for k in old)
+    old, new = ((p / "dvclive/student/plots/metrics/train/loss.tsv").read_text() for p in (tiny_run, proj))
+    assert old != new
+    old, new = ({o["path"]: o["md5"] for o in read_lock(p)["prepare"]["outs"]} for p in (tiny_run, proj))
+    assert old["data/prepared"] != new["data/prepared"]  # the seed also draws the val/test halves
 
 
 # ------------------------------------------------------------------ 3. experiments
 
 
-def test_exp_run_with_a_param_is_listed_with_params_and_metrics(tiny_run, tmp_path):
-    proj = copy_project(tiny_run, tmp_path / "proj")
-    t0 = time.perf_counter()
-    out = dvc(proj, "exp", "run", "-S", "distill.temperature=3.0").stdout
-    seconds = time.perf_counter() - t0
-    ran = ran_stages(out)
-    assert ran[0] == "distill" and sorted(ran) == sorted(["distill", *descendants(read_lock(tiny_run), "distill")])
-    (name,) = re.findall(r"Ran experiment\(s\): (\S+)", out)
-    exp = experiments(proj)[name]
+def test_exp_run_with_a_param_is_listed_with_params_and_metrics(temperature_run):
+    r = temperature_run
+    (name,) = re.findall(r"Ran experiment\(s\): (\S+)", r.stdout)
+    exp = experiments(r.proj)[name]
     assert exp["params"]["distill"]["temperature"] == 3.0
     distill = exp["metrics"]["metrics/distill.json"]
-    assert 0.0 <= distill["test_acc"] <= 1.0 and distill["macs"] > 0
+    assert distill["test_acc"] >= MIN_ACC and distill["macs"] > 0
     assert exp["params"]["prune"]["rounds"]["prune_3"]["epochs"] == 1
     # the results are applied to the workspace too
-    assert json.loads((proj / "models/distill.run.json").read_text())["temperature"] == 3.0
-    print(f"dvc exp run -S distill.temperature=3.0: {seconds:.0f} s")
+    assert json.loads((r.proj / "models/distill.run.json").read_text())["temperature"] == 3.0
+    print(f"dvc exp run, distill.temperature 2.0 -> 3.0: {r.seconds:.0f} s")
 
 
 def queue_table(proj: Path) -> dict[str, str]:
@@ -490,7 +501,7 @@ def test_queued_sweep_runs_every_point(tiny_run, tmp_path):
     for alpha, name in names.items():
         assert exps[name]["params"]["distill"]["alpha"] == float(alpha)
         distill = exps[name]["metrics"]["metrics/distill.json"]
-        assert 0.0 <= distill["test_acc"] <= 1.0
+        assert distill["test_acc"] >= MIN_ACC
     table = dvc(proj, "exp", "show", "--only-changed").stdout
     assert all(name in table for name in names.values())
     dvc(proj, "exp", "apply", names["0.3"])  # bring one point's params, metrics and checkpoint into the workspace

@@ -165,3 +165,53 @@ def test_predictions_csv_ids_are_course_indices_and_quoted():
     assert text.splitlines()[:3] == ["Id,Category", "0,3", "1,1"]
     rows = list(csv.reader(io.StringIO(text)))
     assert rows == [["Id", "Category"], ["0", "3"], ["1", "1"], ["a,b", "4"], ['say "hi"\nthere', "0"]]
+
+
+# ---------------------------------------------------------------- every branch of the ship rule
+
+
+def test_ship_rule_forced_kind_must_exist_and_some_artifact_must():
+    ev, lat = _rows(SIZES, ACCS, MINS)
+    del ev["prune_5.int8"]
+    with pytest.raises(ValueError, match=r"^evaluate\.ship: prune_5 has no int8 artifact$"):
+        choose_shipped(ev, lat, "prune_5", EvaluateParams(ship="int8"))
+    assert choose_shipped(ev, lat, "prune_5", EvaluateParams(ship="fp16"))[:2] == \
+        ("prune_5.fp16", "forced: evaluate.ship = fp16")  # forced: neither accuracy nor speed is asked
+    with pytest.raises(ValueError, match=r"^no quantized artifact of distill to ship"):
+        choose_shipped(ev, lat, "distill", EvaluateParams())
+
+
+@pytest.mark.parametrize("acc,accurate", [(0.895, True), (0.8949, False)])
+def test_ship_rule_max_drop_boundary(acc, accurate):
+    """0.5 points below the parent (0.90) is still accurate; a hair below is not."""
+    ev, lat = _rows(SIZES, {**ACCS, "int8w": acc}, MINS)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams(max_drop=0.5))
+    assert verdicts["prune_5.int8w"]["accurate"] is accurate
+    assert (name == "prune_5.int8w") is accurate and rule.startswith("auto:") is accurate
+    if not accurate:  # uint8 is accurate but slow, int8 too: the fastest accurate one at batch 64
+        assert name == "prune_5.int8" and rule.startswith("auto fallback: no artifact of prune_5 accurate and fast")
+    wide = choose_shipped(ev, lat, "prune_5", EvaluateParams(max_drop=0.6))  # a looser budget takes it back
+    assert wide[0] == "prune_5.int8w"
+
+
+def test_ship_rule_nothing_accurate_ships_the_most_accurate_and_ties_go_by_kind_order():
+    ev, lat = _rows(SIZES, {"int8w": 0.5, "int8": 0.6, "uint8": 0.6, "fp16": 0.55}, MINS)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8"  # int8 and uint8 tie at 0.6: int8 comes first in int8w, int8, uint8, fp16
+    assert rule == "auto fallback: no artifact of prune_5 within 0.5 points; the most accurate one"
+    assert not any(v["accurate"] for v in verdicts.values())
+
+
+def test_ship_rule_ties_in_size_and_in_speed_go_by_kind_order():
+    same = {k: 200_000 for k in SIZES}
+    fast = {**MINS, **{f"prune_5.{k}": (0.104, 1.35) for k in SIZES}}
+    ev, lat = _rows(same, ACCS, fast)
+    name, rule, verdicts = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert all(v["accurate"] and v["fast"] for v in verdicts.values())
+    assert name == "prune_5.int8w" and rule.startswith("auto:")
+    ev, lat = _rows(same, {**ACCS, "int8w": 0.5}, fast)  # without int8w: the next kind in the order
+    assert choose_shipped(ev, lat, "prune_5", EvaluateParams())[0] == "prune_5.int8"
+    slow = {**MINS, **{f"prune_5.{k}": (1.0, 9.0) for k in SIZES}}  # none fast: fastest accurate, tie by order
+    ev, lat = _rows(SIZES, ACCS, slow)
+    name, rule, _ = choose_shipped(ev, lat, "prune_5", EvaluateParams())
+    assert name == "prune_5.int8w" and "fallback" in rule

@@ -1,57 +1,181 @@
-"""One tiny end-to-end `dvc repro` of the whole pipeline in a temporary git repo."""
-import json
+"""The tiny end-to-end `dvc repro` (the session's ``tiny_run``): every stage learns, every artifact keeps
+its fp32 parent's predictions, predictions.csv answers the labelled evaluation images, and a corrupted
+weight or quantization scale fails the same checks.
 
+The tiny data (conftest.make_tiny_images) has 4 classes, so chance is 0.25; test and val are 48 images
+each. Measured on this data: every model and artifact at 0.9 or more (see MIN_ACC).
+"""
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from conftest import dvc
+from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, run, tiny_eval_label
+from shrink.checkpoint import model_from_checkpoint
+from shrink.runtime import load_runtime
 
 pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
+ROUNDS = ("prune_1", "prune_2", "prune_3")
+KINDS = ("fp16", "uint8", "int8", "int8w")
+MIN_ACC = 0.75  # 3x chance: a model at chance (0.25) or one that lost half its skill fails
+AGREE = 0.9  # top-1 agreement of an artifact with its fp32 parent on the 48 test images (at most 4 may differ)
 
 
-def test_repro_writes_every_stage_metrics(tiny_run):
-    prep = json.loads((tiny_run / "metrics/prepare.json").read_text())
-    assert prep["images"] == {"train": 300, "val": 300, "test": 300}
+def load_test(proj: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The prepared test split, normalised here from meta.json (not with shrink's normalizer), and the meta."""
+    meta = json.loads((proj / "data/prepared/meta.json").read_text())
+    split = torch.load(proj / "data/prepared/test.pt", weights_only=True)
+    mean, std = (torch.tensor(meta[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    return (split["images"].float() / 255 - mean) / std, split["labels"], meta
+
+
+def predictions(run_model, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return run_model(x).argmax(1)
+
+
+def check_against_parent(artifact, parent, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The check every artifact must pass: it learned (MIN_ACC) and predicts what its fp32 parent predicts (AGREE)."""
+    pa, pp = predictions(artifact, x), predictions(parent, x)
+    acc, agree = (pa == y).float().mean().item(), (pa == pp).float().mean().item()
+    assert acc >= MIN_ACC, f"{artifact}: test acc {acc:.3f} < {MIN_ACC}"
+    assert agree >= AGREE, f"{artifact}: agrees with its fp32 parent on {agree:.3f} of the test images < {AGREE}"
+
+
+# ------------------------------------------------------------------ every stage learns
+
+
+def test_every_stage_learns_and_writes_its_metrics(tiny_run):
+    assert json.loads((tiny_run / "metrics/prepare.json").read_text()) == {"images": 288 + TINY_EVAL, "classes": 4}
+    prep = json.loads((tiny_run / "data/prepared/prepare.json").read_text())  # the details, a plain output
+    assert prep["images"] == {"train": 192, "val": 48, "test": 48, "evaluation": TINY_EVAL}
+    assert prep["classes"] == 4 and prep["per_class"]["test"] == {c: 12 for c in TINY_CLASSES}
     for stage in TRAINING_STAGES:
-        m = json.loads((tiny_run / f"metrics/{stage}.json").read_text())
-        assert set(m) >= {"val_acc", "test_acc", "params", "fp32_bytes", "epochs", "wall_seconds"}
-        assert 0.0 <= m["test_acc"] <= 1.0 and m["epochs"] == 1
+        headline = json.loads((tiny_run / f"metrics/{stage}.json").read_text())
+        m = json.loads((tiny_run / f"models/{stage}.run.json").read_text())
+        assert set(headline) == {"test_acc", "val_acc", "macs"} and headline == {k: m[k] for k in headline}
+        assert set(m) >= {"val_acc", "test_acc", "val_loss", "test_loss", "macs", "params", "fp32_bytes", "epochs",
+                          "wall_seconds"}
+        assert m["test_acc"] >= MIN_ACC and m["val_acc"] >= MIN_ACC and m["macs"] > m["params"], (stage, m)
+        assert m["epochs"] == TINY_LEARN[stage][1]
         assert (tiny_run / f"models/{stage}.summary.txt").read_text().count("Total params") == 1
         assert (tiny_run / f"dvclive/{stage}/metrics.json").is_file()
-    assert json.loads((tiny_run / "metrics/student.json").read_text())["params"] == 256_779 - 11 * 257 + 10 * 257
+    for r in ROUNDS:  # each pruning round keeps what distill learned
+        m = json.loads((tiny_run / f"models/{r}.run.json").read_text())
+        assert m["test_acc"] >= MIN_ACC and m["epochs"] == 1, (r, m)
+    # StudentNet: 256,779 parameters with Food-11's 11 outputs; each class fewer removes a 256-input row
+    assert json.loads((tiny_run / "models/student.run.json").read_text())["params"] == 256_779 - 7 * 257
 
 
 def test_checkpoints_load_weights_only_with_their_params(tiny_run):
     ckpt = torch.load(tiny_run / "models/distill.pt", weights_only=True)
     assert ckpt["model"] == "studentnet" and ckpt["model_kwargs"]["widths"][-1] == 256
     assert ckpt["params"]["distill"]["temperature"] == 2.0
-    assert ckpt["data"]["classes"][0] == "T-shirt/top"
+    assert ckpt["data"]["classes"] == list(TINY_CLASSES)
 
 
-def test_metrics_show_lists_every_stage(tiny_run):
-    out = dvc(tiny_run, "metrics", "show", "--json").stdout
-    files = {path for rev in json.loads(out).values() for path in rev["data"]}
-    assert {f"metrics/{s}.json" for s in ("prepare", *TRAINING_STAGES)} <= files
+# ------------------------------------------------------------------ evaluate: counts, artifacts, schemas
 
 
-def test_second_repro_does_nothing(tiny_run):
-    out = dvc(tiny_run, "repro").stdout
-    assert "Running stage" not in out
-    assert "up to date" in out
+def test_evaluate_accuracy_is_an_independent_count(tiny_run):
+    """evaluate.json's test_acc of each fp32 model = hits counted here over the test split / its size,
+    and the training stage's own figure."""
+    ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
+    x, y, _ = load_test(tiny_run)
+    assert len(y) == 48
+    for name in (*TRAINING_STAGES, *ROUNDS):
+        model = model_from_checkpoint(tiny_run / f"models/{name}.pt").eval()
+        hits = int((predictions(model, x) == y).sum())
+        assert ev[name]["test_acc"] == round(hits / 48, 6), name
+        folder = "metrics/prune" if name in ROUNDS else "metrics"
+        assert json.loads((tiny_run / f"{folder}/{name}.json").read_text())["test_acc"] == round(hits / 48, 6)
+
+
+def test_every_artifact_learned_and_agrees_with_its_fp32_parent(tiny_run):
+    ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
+    x, y, _ = load_test(tiny_run)
+    for name, row in ev.items():
+        if name != "shipped":
+            assert row["test_acc"] >= MIN_ACC, (name, row)
+    for parent in ("distill", "prune_3"):
+        fp32 = load_runtime(tiny_run / f"models/{parent}.pt")
+        for kind in KINDS:
+            art = next((tiny_run / "models/quantized").glob(f"{parent}.{kind}.*"))
+            check_against_parent(load_runtime(art), fp32, x, y)
+            assert abs(ev[f"{parent}.{kind}"]["acc_vs_source"]) <= 1 - AGREE, (parent, kind)
+
+
+def corrupt_uint8_scale(path: Path, out: Path) -> None:
+    """The min/max of the first quantized tensor (the first conv's weight) swapped: a sign error in a scale."""
+    obj = torch.load(path, weights_only=True)
+    assert obj["index"][0][2] == "q8" and obj["index"][0][0].endswith("weight")
+    obj["minmax"][0] = obj["minmax"][0].flip(0)
+    torch.save(obj, out)
+
+
+def corrupt_int8_scale(path: Path, out: Path) -> None:
+    """The scale of the first conv weight's DequantizeLinear multiplied by 4 (a mis-scaled quantizer)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    first_conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    dq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == first_conv.input[1])
+    scale = inits[dq.input[1]]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(4), scale.name))
+    onnx.save(proto, str(out))
+
+
+def corrupt_pruned_weight(path: Path, out: Path) -> None:
+    """A pruner that kept the wrong channels: one conv's output channels in reverse order (its BatchNorm and the
+    next layer still expect the original order)."""
+    ckpt = torch.load(path, weights_only=True)
+    key = "cnn.1.3.weight"  # the first pointwise conv
+    ckpt["state_dict"][key] = ckpt["state_dict"][key].flip(0).contiguous()
+    torch.save(ckpt, out)
+
+
+@pytest.mark.parametrize("artifact,parent,corrupt", [
+    ("quantized/prune_3.uint8.pt", "prune_3", corrupt_uint8_scale),
+    ("quantized/prune_3.int8.onnx", "prune_3", corrupt_int8_scale),
+    ("prune_3.pt", "prune_2", corrupt_pruned_weight),
+])
+def test_a_corrupted_weight_or_scale_fails_the_check(tiny_run, tmp_path, artifact, parent, corrupt):
+    """The mutation check: the accuracy / agreement check above catches a broken quantizer or pruner."""
+    x, y, _ = load_test(tiny_run)
+    good = tiny_run / "models" / artifact
+    fp32 = load_runtime(tiny_run / f"models/{parent}.pt")
+    if parent == "prune_2":  # a pruned round is checked on accuracy alone: fine-tuning may change predictions
+        assert (predictions(load_runtime(good), x) == y).float().mean() >= MIN_ACC
+    else:
+        check_against_parent(load_runtime(good), fp32, x, y)
+    bad = tmp_path / Path(artifact).name
+    corrupt(good, bad)
+    with pytest.raises(AssertionError):
+        if parent == "prune_2":
+            assert (predictions(load_runtime(bad), x) == y).float().mean() >= MIN_ACC
+        else:
+            check_against_parent(load_runtime(bad), fp32, x, y)
 
 
 def test_quantize_and_evaluate_outputs(tiny_run):
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
-    fp32 = ["teacher", "student", "distill", "prune_1", "prune_2", "prune_3"]
+    fp32 = ["teacher", "student", "distill", *ROUNDS]
     names = fp32 + [f"{m}.ort" for m in fp32]
-    names += [f"{m}.{k}" for m in ("distill", "prune_3") for k in ("fp16", "uint8", "int8", "int8w")]
+    names += [f"{m}.{k}" for m in ("distill", "prune_3") for k in KINDS]
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
-    assert shipped["parent"] == "prune_3" and shipped["kind"] in ("fp16", "uint8", "int8", "int8w")
+    assert shipped["parent"] == "prune_3" and shipped["kind"] in KINDS
     assert shipped["artifact"].startswith("models/quantized/prune_3.") and shipped["rule"].startswith("auto")
     assert shipped["bytes"] == (tiny_run / shipped["artifact"]).stat().st_size == ev[shipped["name"]]["bytes"]
+    assert shipped["test_acc"] == ev[shipped["name"]]["test_acc"] >= MIN_ACC
     assert ev["prune_3.int8w"]["bytes"] <= 1.1 * ev["prune_3.uint8"]["bytes"]
     assert ev["teacher"]["size_ratio_vs_teacher"] == 1.0
     assert ev["distill.uint8"]["bytes"] <= 300_000 < ev["distill"]["bytes"]
@@ -65,27 +189,84 @@ def test_quantize_and_evaluate_outputs(tiny_run):
     assert all(label in report for label in ("PyTorch eager fp32", "ORT fp32", "ORT int8 QDQ", "ORT fp32 (int8 weights)"))
     assert (tiny_run / "plots/models.csv").read_text().count("\n") == len(names) + 1
     assert (tiny_run / "plots/prune.csv").read_text().splitlines()[0] == "round,model,width,params,test_acc,val_acc_after_cut"
-    assert (tiny_run / "predictions.csv").read_text() == "Id,Category\n"  # Fashion-MNIST has no unlabeled split
 
 
-def test_food11_folder_end_to_end_with_predictions(tmp_path):
-    """The whole pipeline on a Food-11-layout folder: predictions.csv and `shrink predict` from the shipped artifact."""
-    from conftest import make_food11, make_project, run
+def test_metrics_schemas(tiny_run):
+    """Keys and types of metrics/quantize/*.json, evaluate.json and latency.json (what readers and `dvc metrics
+    diff` rely on)."""
+    for model in ("distill", "prune_3"):
+        q = json.loads((tiny_run / f"metrics/quantize/{model}.json").read_text())
+        assert set(q) == {"source", *(f"{k}_bytes" for k in KINDS)}, q
+        assert q["source"] == f"models/{model}.pt"
+        for kind, ext in zip(KINDS, ("pt", "pt", "onnx", "onnx")):
+            assert type(q[f"{kind}_bytes"]) is int
+            assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{kind}.{ext}").stat().st_size
+    ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
+    row_types = {"kind": str, "runtime": str, "test_acc": float, "params": int, "bytes": int,
+                 "size_ratio_vs_teacher": float, "acc_vs_teacher": float}
+    for name, row in ev.items():
+        if name == "shipped":
+            continue
+        expected = {**row_types, **({"acc_vs_source": float} if "." in name else {})}
+        assert set(row) == set(expected), (name, sorted(row))
+        assert all(isinstance(row[k], t) and (t is not int or type(row[k]) is int) for k, t in expected.items()), (name, row)
+        assert 0 < row["test_acc"] <= 1 and row["bytes"] > 0 and row["params"] > 0
+    assert set(ev["shipped"]) == {"name", "artifact", "kind", "runtime", "bytes", "test_acc", "parent",
+                                  "acc_vs_parent", "rule"}
+    lat = json.loads((tiny_run / "metrics/latency.json").read_text())
+    assert list(lat) == [n for n in ev if n != "shipped"] + ["_setup", "shipped"]
+    for name, row in lat.items():
+        if name.startswith("_") or name == "shipped":
+            continue
+        want = {"runtime"} | {f"{s}_b{b}{t}" for b in (1, 64) for s, t in
+                              (("latency", "_ms"), ("min", "_ms"), ("speedup", "_vs_teacher"), ("speedup", "_vs_distill.ort"))}
+        assert set(row) == want, (name, sorted(row))
+        assert all(isinstance(v, float) and v > 0 for k, v in row.items() if k != "runtime"), (name, row)
+    assert {"threads", "repeats", "warmup", "image_size", "latency_machine"} <= set(lat["_setup"])
+    assert {"name", "latency_rule_applied", "latency_verdicts", "min_b1_ms", "min_b64_ms"} <= set(lat["shipped"])
+    assert set(lat["shipped"]["latency_verdicts"]) == {f"prune_3.{k}" for k in KINDS}
+    # the evaluate stage's only metrics file: deterministic figures, taken from the rows above
+    summary = json.loads((tiny_run / "metrics/summary.json").read_text())
+    assert summary["artifacts"] == {k: {"test_acc": ev[f"prune_3.{k}"]["test_acc"], "bytes": ev[f"prune_3.{k}"]["bytes"]}
+                                    for k in KINDS}
+    shipped = ev["shipped"]
+    assert summary["shipped"] == {"name": shipped["name"], "bytes": shipped["bytes"], "test_acc": shipped["test_acc"],
+                                  "acc_vs_parent": shipped["acc_vs_parent"],
+                                  "macs": json.loads((tiny_run / "models/prune_3.run.json").read_text())["macs"]}
 
-    root = make_food11(tmp_path / "food-11", classes=3, per_class=12, evaluation=5)
 
-    def edit(p):
-        p["data"].update(source="folder", root=str(root), limit=None)
+# ------------------------------------------------------------------ predictions from the shipped artifact
 
-    proj = make_project(tmp_path / "proj", edit)
-    dvc(proj, "repro")
-    rows = (proj / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "Id,Category"
-    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3", "4"]  # the course's Id: the integer index
-    assert all(r.split(",")[1] in {"0", "1", "2"} for r in rows[1:])
-    out = run(["shrink", "predict", "--model", "models/quantized/prune_3.uint8.pt", str(root / "evaluation")], proj)
-    printed = [line.split("\t") for line in out.stdout.splitlines()]
-    assert len(printed) == 5 and all(cls in {"0", "1", "2"} for _, cls in printed)
-    out = run(["shrink", "predict", str(root / "evaluation")], proj)  # default: the shipped artifact
-    shipped = [line.split("\t") for line in out.stdout.splitlines()]
-    assert [cls for _, cls in shipped] == [r.split(",")[1] for r in rows[1:]]  # predictions.csv used it too
+
+def test_predictions_csv_answers_the_labelled_evaluation_images(tiny_run):
+    """predictions.csv: the course's Id and class index for each evaluation/ image, right for (nearly) every one,
+    and exactly what `shrink predict` says with the shipped artifact."""
+    rows = list(csv.reader(io.StringIO((tiny_run / "predictions.csv").read_text())))
+    assert rows[0] == ["Id", "Category"]
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(TINY_EVAL)]  # the course's Id: the integer index
+    truth = [tiny_eval_label(i) for i in range(TINY_EVAL)]
+    assert len(set(truth)) == len(TINY_CLASSES)
+    answered = [int(r[1]) for r in rows[1:]]
+    assert sum(a == t for a, t in zip(answered, truth)) >= 0.8 * TINY_EVAL, (answered, truth)
+
+    folder = tiny_run / "images/evaluation"
+    out = run(["shrink", "predict", str(folder)], tiny_run)  # default: the shipped artifact
+    printed = list(csv.reader(io.StringIO(out.stdout), delimiter="\t"))
+    assert [Path(p).name for p, _ in printed] == [f"{i:04d}.png" for i in range(TINY_EVAL)]
+    assert [TINY_CLASSES.index(c) for _, c in printed] == answered  # predictions.csv came from the shipped artifact
+    # another artifact, named with --model: it learned too, and names the classes
+    out = run(["shrink", "predict", "--model", "models/quantized/prune_3.uint8.pt", str(folder)], tiny_run)
+    other = [TINY_CLASSES.index(c) for _, c in csv.reader(io.StringIO(out.stdout), delimiter="\t")]
+    assert sum(a == t for a, t in zip(other, truth)) >= 0.8 * TINY_EVAL, (other, truth)
+
+
+@pytest.mark.parametrize("artifact", ["models/quantized/prune_3.uint8.pt", "models/quantized/prune_3.int8w.onnx"])
+def test_predict_on_a_truncated_model_file(tiny_run, tmp_path, artifact):
+    """A model file cut short (an interrupted copy): one error line naming the file, exit 2, no traceback."""
+    whole = (tiny_run / artifact).read_bytes()
+    cut = tmp_path / Path(artifact).name
+    cut.write_bytes(whole[: len(whole) // 2])
+    out = run(["shrink", "predict", "--model", str(cut), str(tiny_run / "images/evaluation")], tmp_path, check=False)
+    assert out.returncode == 2 and out.stdout == "", out
+    assert "Traceback" not in out.stderr and str(cut) in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("shrink predict: error: --model: "), out.stderr

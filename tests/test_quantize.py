@@ -265,8 +265,9 @@ def test_int8_onnx_agrees_with_fp32(tiny):
     int8 = OrtModel(out / "tiny_int8.onnx", threads=2)
     logits = int8(xn)
     assert logits.shape == (300, 4) and logits.dtype == torch.float32
-    assert (logits.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.9
-    assert (logits.argmax(1) == y).float().mean().item() >= 0.9
+    # as close as the ship rule asks (evaluate.max_drop: 0.5 points): at most 3 of the 300 predictions change
+    assert (logits.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.99
+    assert (logits.argmax(1) == y).float().mean().item() >= (ref.argmax(1) == y).float().mean().item() - 0.005
     assert int8(xn[:1]).shape == (1, 4)  # dynamic batch axis
     assert int8.meta["data"]["classes"] == CLASSES and int8.meta["data"]["image_size"] == SIZE
     assert artifact_kind(out / "tiny_int8.onnx") == "int8"
