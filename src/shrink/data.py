@@ -423,8 +423,8 @@ DETAILS = "prepare.json"  # in the prepared folder: per-split and per-class coun
 
 
 def headline(details: dict[str, Any]) -> dict[str, Any]:
-    """The metrics of prepare (``dvc metrics diff`` / ``dvc exp show``): total images, classes and, with
-    ``data.skip_bad``, how many files were skipped; per-split and per-class counts stay in ``DETAILS``."""
+    """The metrics of prepare (``dvc metrics diff`` / ``dvc exp show``): total images, classes and, for a folder
+    source, how many files were skipped; per-split and per-class counts stay in ``DETAILS``."""
     out = {"images": sum(details["images"].values()), "classes": details["classes"]}
     if "skipped" in details:
         out["skipped"] = sum(details["skipped"].values())
