@@ -52,14 +52,15 @@ def check_against_parent(artifact, parent, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def test_every_stage_learns_and_writes_its_metrics(tiny_run):
-    assert json.loads((tiny_run / "metrics/prepare.json").read_text()) == {"images": 288 + TINY_EVAL, "classes": 4}
+    assert json.loads((tiny_run / "metrics/prepare.json").read_text()) == {"images": 288 + TINY_EVAL, "classes": 4,
+                                                                          "skipped": 0}
     prep = json.loads((tiny_run / "data/prepared/prepare.json").read_text())  # the details, a plain output
     assert prep["images"] == {"train": 192, "val": 48, "test": 48, "evaluation": TINY_EVAL}
     assert prep["classes"] == 4 and prep["per_class"]["test"] == {c: 12 for c in TINY_CLASSES}
     for stage in TRAINING_STAGES:
         headline = json.loads((tiny_run / f"metrics/{stage}.json").read_text())
         m = json.loads((tiny_run / f"models/{stage}.run.json").read_text())
-        assert set(headline) == {"test_acc", "val_acc", "macs"} and headline == {k: m[k] for k in headline}
+        assert set(headline) == {"test_acc", "test_loss", "macs"} and headline == {k: m[k] for k in headline}
         assert set(m) >= {"val_acc", "test_acc", "val_loss", "test_loss", "macs", "params", "fp32_bytes", "epochs",
                           "wall_seconds"}
         assert m["test_acc"] >= MIN_ACC and m["val_acc"] >= MIN_ACC and m["macs"] > m["params"], (stage, m)
