@@ -55,7 +55,7 @@ import sys
 
 import yaml
 
-from shrink.bench.project import copy_pipeline, tiny_overrides  # one "tiny", shared with `shrink bench --quick`
+from shrink.bench.project import copy_pipeline, init_repo, tiny_overrides  # one "tiny", shared with `shrink bench --quick`
 
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -130,16 +130,6 @@ def make_project(dest: Path, edit=None) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / ".gitignore").write_text("__pycache__/\n")
     return init_repo(dest, "tiny project")
-
-
-def init_repo(dest: Path, message: str) -> Path:
-    """Make ``dest`` a git + DVC repo (analytics off) and commit everything in it."""
-    git(dest, "init", "-q", "-b", "main")
-    dvc(dest, "init", "-q")
-    dvc(dest, "config", "core.analytics", "false")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-qm", message)
-    return dest
 
 
 @pytest.fixture(scope="session")

@@ -210,18 +210,22 @@ def test_export_and_load_every_artifact(cut, tmp_path):
     """fp16, uint8, int8 and int8w artifacts of a pruned net load through the one loader and agree with fp32."""
     arch, _, pruned, _, kwargs = cut
     ckpt = ckpt_of(pruned, arch, kwargs)
-    x = images(4)
+    x = images(32)
     ref = logits(pruned, x)
     calib = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    # relative logit error allowed per kind: measured at most 0.0011 (fp16) and 0.052 (uint8 of mobilenet_v2;
+    # the 8-bit kinds 0.004-0.052) over the archs here, with every argmax agreeing; a wrong scale or a swapped
+    # channel gives errors of order 1
+    tolerance = {"fp16": 0.01, "uint8": 0.1, "int8": 0.1, "int8w": 0.1}
     for kind, save in (("fp16", save_fp16), ("uint8", save_uint8), ("int8", None), ("int8w", save_int8w)):
         path = tmp_path / f"m.{kind}.{'onnx' if kind.startswith('int8') else 'pt'}"
         save_int8(ckpt, calib, path) if kind == "int8" else save(ckpt, path)
         rt = load_runtime(path)
         assert rt.kind == kind
         out = rt(x)
-        assert out.shape == ref.shape and torch.isfinite(out).all()
-        if kind in ("fp16", "int8w"):  # near-lossless: same predictions on the whole
-            assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75, kind
+        assert out.shape == ref.shape
+        assert ((out - ref).norm() / ref.norm()).item() <= tolerance[kind], kind
+        assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9, kind
 
 
 # ---------------------------------------------------------------- registry rules
@@ -236,7 +240,7 @@ def test_small_input_adaptation():
         for name, m in (("plain", plain), ("small", small)):
             m.get_submodule(stem).register_forward_hook(lambda mod, i, o, name=name: feats.__setitem__(name, o.shape))
             m.eval()(images(1))
-        assert feats["small"][-1] == feats["plain"][-1] * factor or feats["small"][-1] >= feats["plain"][-1] * factor - 1
+        assert feats["small"][-1] == SIZE == feats["plain"][-1] * factor  # 28 px: 14 (7 after ResNet's max-pool)
 
 
 def test_unsupported_archs_are_params_errors():
@@ -298,6 +302,9 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
         assert count_params(model_from_checkpoint(ckpt)) == m["params"]
         assert set(m["channels"]) == set(ckpt["base_channels"])
     ev = json.loads((proj / "metrics" / "evaluate.json").read_text())
+    # MobileNetV3's BatchNorm momentum (0.01) leaves its running statistics near their init after the tiny run's
+    # few dozen steps (docs/own-model.md), so its accuracy is not asserted above chance here (the StudentNet
+    # chain's is, in test_pipeline_e2e); each artifact must still agree with its fp32 parent
     for k in ("fp16", "uint8", "int8", "int8w"):
-        assert 0.0 <= ev[f"prune_2.{k}"]["test_acc"] <= 1.0
+        assert abs(ev[f"prune_2.{k}"]["test_acc"] - ev["prune_2"]["test_acc"]) <= 0.1, k
     assert ev["prune_2"]["params"] == params[-1] < ev["distill"]["params"]

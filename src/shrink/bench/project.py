@@ -22,31 +22,31 @@ import yaml
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "weights", ".dvcignore")
 
 
-def tiny_overrides(params: dict[str, Any]) -> dict[str, Any]:
+def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
     three pruning rounds, one process per stage. The tests' tiny projects use this same function."""
-    params["data"]["limit"] = 300
-    params["data"]["image_size"] = 16
+    raw["data"]["limit"] = 300
+    raw["data"]["image_size"] = 16
     for name in ("teacher", "student", "distill"):  # one process: torchrun's start-up would dominate
-        params[name]["train"].update(epochs=1, batch_size=64, nproc=1)
-    if "prune" in params:
-        rounds = params["prune"]["rounds"]
+        raw[name]["train"].update(epochs=1, batch_size=64, nproc=1)
+    if "prune" in raw:
+        rounds = raw["prune"]["rounds"]
         kept = dict(list(rounds.items())[:3])
         for r in kept.values():
             r["epochs"] = 1
-        params["prune"]["rounds"] = kept
-        params["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
-        if isinstance(params.get("quantize"), dict) and "models" in params["quantize"]:
-            params["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
+        raw["prune"]["rounds"] = kept
+        raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
+        if isinstance(raw.get("quantize"), dict) and "models" in raw["quantize"]:
+            raw["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
-        if isinstance(params.get(key), dict):
-            params[key].update({k: v for k, v in section.items() if k in params[key]})
-    return params
+        if isinstance(raw.get(key), dict):
+            raw[key].update({k: v for k, v in section.items() if k in raw[key]})
+    return raw
 
 
-def bump_last_round(params: dict[str, Any]) -> str:
+def bump_last_round(raw: dict[str, Any]) -> str:
     """Add one fine-tuning epoch to the last pruning round; returns a description of the change."""
-    rounds = params["prune"]["rounds"]
+    rounds = raw["prune"]["rounds"]
     last = list(rounds)[-1]
     before = int(rounds[last]["epochs"])
     rounds[last]["epochs"] = before + 1
@@ -126,14 +126,14 @@ def make_project_copy(src: Path, dest: Path, quick: bool) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     copy_pipeline(src, dest)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    root = params.get("data", {}).get("root")
+    raw = yaml.safe_load((dest / "params.yaml").read_text())  # the file as YAML, to rewrite it
+    root = raw.get("data", {}).get("root")
     if quick or (root and not Path(root).is_absolute()):
         if root and not Path(root).is_absolute():  # a relative data root means the original project's
-            params["data"]["root"] = str((src / root).resolve())
+            raw["data"]["root"] = str((src / root).resolve())
         if quick:
-            params = tiny_overrides(params)
-        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            raw = tiny_overrides(raw)
+        (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (dest / ".gitignore").write_text("__pycache__/\n")
     return init_repo(dest, "bench copy")
 
