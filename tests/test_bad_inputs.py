@@ -240,9 +240,10 @@ def test_bad_image_skipped_is_named_in_metrics_and_stderr(proj, monkeypatch, cap
     assert run_stage("prepare", monkeypatch=monkeypatch) == 0
     err = capsys.readouterr().err
     assert f"prepare: warning: skipped {bad}" in err and "Traceback" not in err
-    metrics = yaml.safe_load((proj / "metrics/prepare.json").read_text())
-    assert metrics["skipped"]["train"] == 1
-    assert metrics["skipped_files"]["train"] == [f"training/1_{kind}.png"]
+    assert yaml.safe_load((proj / "metrics/prepare.json").read_text())["skipped"] == 1
+    details = yaml.safe_load((proj / "data/prepared/prepare.json").read_text())
+    assert details["skipped"]["train"] == 1
+    assert details["skipped_files"]["train"] == [f"training/1_{kind}.png"]
 
 
 def test_bad_evaluation_image_is_an_error_even_with_skip_bad(proj, monkeypatch, capsys):

@@ -141,7 +141,9 @@ def test_read_live_curves_reads_dvclive_tsv(tmp_path: Path):
 
 
 def test_write_charts_writes_pngs_and_markdown_with_relative_links(tmp_path: Path):
-    md = charts.write_charts(EV, LAT, charts.csv_rows(PRUNE_CSV), CURVES, tmp_path / "charts", tmp_path)
+    pairs = [{"actual": "a", "predicted": "a"}, {"actual": "a", "predicted": "b"}, {"actual": "b", "predicted": "b"}]
+    md = charts.write_charts(EV, LAT, charts.csv_rows(PRUNE_CSV), CURVES, tmp_path / "charts", tmp_path,
+                             confusion_rows=pairs, classes=["a", "b", "c"])
     for name, caption in charts.CHARTS.items():
         assert (tmp_path / "charts" / name).read_bytes()[:4] == b"\x89PNG"
         assert f"![{caption}](charts/{name})" in md

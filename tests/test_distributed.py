@@ -50,7 +50,7 @@ def repro(proj: Path, *stages: str, hash_dir: Path | None = None) -> subprocess.
 
 
 def figures(proj: Path, stage: str) -> dict:
-    metrics = json.loads((proj / f"metrics/{stage}.json").read_text())
+    metrics = json.loads((proj / f"models/{stage}.run.json").read_text())  # every figure; metrics/: the headline
     curve = (proj / f"dvclive/{stage}/plots/metrics/train/loss.tsv").read_text().strip().splitlines()[1:]
     return {"val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], "processes": metrics["processes"],
             "train_loss": [float(line.split("\t")[-1]) for line in curve]}

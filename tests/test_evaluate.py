@@ -97,10 +97,11 @@ def test_evaluate_params_name_the_bad_key(kw, key):
 def test_invalid_ship_fails_before_evaluate_writes_anything(tmp_path):
     """Issue 12 item 6: a bad evaluate.ship is an error naming the key, and no output is touched."""
     (tmp_path / "params.yaml").write_text("evaluate:\n  ship: fastest\n")
-    outs = {"--metrics": "m/evaluate.json", "--latency": "m/latency.json", "--plots": "plots",
-            "--report": "report.md", "--predictions": "predictions.csv", "--charts": "charts"}
+    outs = {"--metrics": "m/summary.json", "--table": "m/evaluate.json", "--latency": "m/latency.json",
+            "--plots": "plots", "--report": "report.md", "--predictions": "predictions.csv", "--charts": "charts",
+            "--shipped": "shipped"}
     proc = subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--params", "params.yaml",
-                           "--data", "no-data", "--models", "no-models", "--prune-metrics", "m/prune",
+                           "--data", "no-data", "--models", "no-models",
                            "--live", "dvclive",
                            *[x for kv in outs.items() for x in kv]],
                           cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"),

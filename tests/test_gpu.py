@@ -205,7 +205,7 @@ def test_two_gpus_nccl_student_stage(tmp_path):
     repro(proj, "student", hash_dir=tmp_path / "hash")
     hashes = {p.read_text() for p in (tmp_path / "hash").iterdir()}
     assert len(list((tmp_path / "hash").iterdir())) == 2 and len(hashes) == 1
-    assert json.loads((proj / "metrics/student.json").read_text())["processes"] == 2
+    assert json.loads((proj / "models/student.run.json").read_text())["processes"] == 2
 
 
 @needs_two_gpus
@@ -220,7 +220,7 @@ def test_two_gpus_slimming_l1_through_ddp_and_syncbatchnorm(tmp_path):
 
     proj = tiny_project(tmp_path, edit)
     first = next(iter(yaml.safe_load((proj / "params.yaml").read_text())["prune"]["rounds"]))
-    for target, metrics in (("distill", "metrics/distill.json"), (f"prune@{first}", f"metrics/prune/{first}.json")):
+    for target, metrics in (("distill", "models/distill.run.json"), (f"prune@{first}", f"models/{first}.run.json")):
         hash_dir = tmp_path / f"hash-{target}"
         repro(proj, target, hash_dir=hash_dir)
         hashes = {p.name: p.read_text() for p in hash_dir.iterdir()}

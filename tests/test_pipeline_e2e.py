@@ -52,21 +52,26 @@ def check_against_parent(artifact, parent, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def test_every_stage_learns_and_writes_its_metrics(tiny_run):
-    prep = json.loads((tiny_run / "metrics/prepare.json").read_text())
+    assert json.loads((tiny_run / "metrics/prepare.json").read_text()) == {"images": 288 + TINY_EVAL, "classes": 4,
+                                                                          "skipped": 0}
+    prep = json.loads((tiny_run / "data/prepared/prepare.json").read_text())  # the details, a plain output
     assert prep["images"] == {"train": 192, "val": 48, "test": 48, "evaluation": TINY_EVAL}
     assert prep["classes"] == 4 and prep["per_class"]["test"] == {c: 12 for c in TINY_CLASSES}
     for stage in TRAINING_STAGES:
-        m = json.loads((tiny_run / f"metrics/{stage}.json").read_text())
-        assert set(m) >= {"val_acc", "test_acc", "params", "fp32_bytes", "epochs", "wall_seconds"}
-        assert m["test_acc"] >= MIN_ACC and m["val_acc"] >= MIN_ACC, (stage, m)
+        headline = json.loads((tiny_run / f"metrics/{stage}.json").read_text())
+        m = json.loads((tiny_run / f"models/{stage}.run.json").read_text())
+        assert set(headline) == {"test_acc", "test_loss", "macs"} and headline == {k: m[k] for k in headline}
+        assert set(m) >= {"val_acc", "test_acc", "val_loss", "test_loss", "macs", "params", "fp32_bytes", "epochs",
+                          "wall_seconds"}
+        assert m["test_acc"] >= MIN_ACC and m["val_acc"] >= MIN_ACC and m["macs"] > m["params"], (stage, m)
         assert m["epochs"] == TINY_LEARN[stage][1]
         assert (tiny_run / f"models/{stage}.summary.txt").read_text().count("Total params") == 1
         assert (tiny_run / f"dvclive/{stage}/metrics.json").is_file()
     for r in ROUNDS:  # each pruning round keeps what distill learned
-        m = json.loads((tiny_run / f"metrics/prune/{r}.json").read_text())
+        m = json.loads((tiny_run / f"models/{r}.run.json").read_text())
         assert m["test_acc"] >= MIN_ACC and m["epochs"] == 1, (r, m)
     # StudentNet: 256,779 parameters with Food-11's 11 outputs; each class fewer removes a 256-input row
-    assert json.loads((tiny_run / "metrics/student.json").read_text())["params"] == 256_779 - 7 * 257
+    assert json.loads((tiny_run / "models/student.run.json").read_text())["params"] == 256_779 - 7 * 257
 
 
 def test_checkpoints_load_weights_only_with_their_params(tiny_run):
@@ -221,6 +226,14 @@ def test_metrics_schemas(tiny_run):
     assert {"threads", "repeats", "warmup", "image_size", "latency_machine"} <= set(lat["_setup"])
     assert {"name", "latency_rule_applied", "latency_verdicts", "min_b1_ms", "min_b64_ms"} <= set(lat["shipped"])
     assert set(lat["shipped"]["latency_verdicts"]) == {f"prune_3.{k}" for k in KINDS}
+    # the evaluate stage's only metrics file: deterministic figures, taken from the rows above
+    summary = json.loads((tiny_run / "metrics/summary.json").read_text())
+    assert summary["artifacts"] == {k: {"test_acc": ev[f"prune_3.{k}"]["test_acc"], "bytes": ev[f"prune_3.{k}"]["bytes"]}
+                                    for k in KINDS}
+    shipped = ev["shipped"]
+    assert summary["shipped"] == {"name": shipped["name"], "bytes": shipped["bytes"], "test_acc": shipped["test_acc"],
+                                  "acc_vs_parent": shipped["acc_vs_parent"],
+                                  "macs": json.loads((tiny_run / "models/prune_3.run.json").read_text())["macs"]}
 
 
 # ------------------------------------------------------------------ predictions from the shipped artifact

@@ -450,7 +450,7 @@ def test_predict_help_mentions_the_essentials(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--model" in text and "PATH" in text
-    assert predict.SHIPPED_FROM in text
+    assert predict.SHIPPED in text
 
 
 def test_predict_output_is_one_record_per_image_even_with_a_newline_or_tab_in_the_name(tiny, tmp_path, capsys):
@@ -471,7 +471,7 @@ def test_predict_output_is_one_record_per_image_even_with_a_newline_or_tab_in_th
 
 
 def test_predict_defaults_to_the_shipped_artifact(tiny, tmp_path, capsys, monkeypatch):
-    import json
+    import shutil
 
     _, out = tiny
     x, _ = _synthetic(1, seed=5)
@@ -479,8 +479,8 @@ def test_predict_defaults_to_the_shipped_artifact(tiny, tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:  # no pipeline outputs here: say what to do
         predict.main(["a.png"])
-    assert e.value.code == 2 and "metrics/evaluate.json" in capsys.readouterr().err
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/evaluate.json").write_text(json.dumps({"shipped": {"artifact": str(out / "tiny_int8w.onnx")}}))
+    assert e.value.code == 2 and "shipped/model.onnx: not found" in capsys.readouterr().err
+    (tmp_path / "shipped").mkdir()
+    shutil.copyfile(out / "tiny_int8w.onnx", tmp_path / "shipped/model.onnx")
     assert predict.main(["a.png"]) == 0
     assert capsys.readouterr().out.startswith("a.png\t")

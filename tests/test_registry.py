@@ -292,9 +292,9 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = dvc(proj, "repro")
     assert "Running stage 'teacher'" not in proc.stdout  # the teacher and the data are reused
-    params = [json.loads((proj / "metrics" / f"{m}.json").read_text())["params"] for m in ("student", "distill")]
+    params = [json.loads((proj / "models" / f"{m}.run.json").read_text())["params"] for m in ("student", "distill")]
     for r in ("prune_1", "prune_2"):
-        m = json.loads((proj / "metrics" / "prune" / f"{r}.json").read_text())
+        m = json.loads((proj / "models" / f"{r}.run.json").read_text())  # every figure of the round
         assert m["params"] < params[-1], r  # every round is physically smaller than its parent
         params.append(m["params"])
         ckpt = torch.load(proj / "models" / f"{r}.pt", weights_only=True)

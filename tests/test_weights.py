@@ -162,7 +162,7 @@ def test_imported_weights_are_a_dependency_of_the_teacher(tiny_run, tmp_path):
     out = dvc(proj, "repro", "distill").stdout
     assert "Running stage 'teacher'" in out and "Running stage 'distill'" in out
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    metrics = json.loads((proj / "metrics/teacher.json").read_text())
+    metrics = json.loads((proj / "models/teacher.run.json").read_text())
     assert metrics["weights"] == {"file": "resnet18.pth", "sha256": digest}
     assert metrics["input_norm"] == "imagenet"
     ckpt = torch.load(proj / "models/teacher.pt", weights_only=True)

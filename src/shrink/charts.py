@@ -37,6 +37,7 @@ CHARTS = {  # file name -> caption in report.md
     "prune_rounds.png": "Accuracy and parameters per prune round",
     "latency.png": "CPU latency per model and runtime",
     "training_curves.png": "Training curves",
+    "confusion.png": "Confusion matrix of the shipped model on the test split",
 }
 
 
@@ -225,6 +226,36 @@ def training_curves(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Fi
     return fig
 
 
+@_styled
+def confusion(rows: list[dict[str, Any]], classes: list[str]) -> Figure:
+    """Counts of (actual, predicted) class pairs as a heat map, actual classes down, predicted across.
+
+    Args:
+        rows: ``{"actual": name, "predicted": name}`` per test image (``plots/confusion.csv``).
+        classes: every class name, in label order (classes never seen still get their row and column).
+    """
+    if not classes:
+        raise ValueError("confusion: no classes")
+    index = {c: i for i, c in enumerate(classes)}
+    counts = [[0] * len(classes) for _ in classes]
+    for r in rows:
+        counts[index[r["actual"]]][index[r["predicted"]]] += 1
+    fig, (ax,) = _figure()
+    ax.imshow(counts, cmap="Blues")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(ticks, classes, fontsize=7)
+    if len(classes) <= 20:  # beyond that the numbers do not fit in their cells
+        top = max(max(r) for r in counts) or 1
+        for i, row in enumerate(counts):
+            for j, n in enumerate(row):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=6, color="white" if n > top / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"Confusion matrix, test split ({len(rows)} images)")
+    return fig
+
+
 def csv_rows(text: str) -> list[dict[str, str]]:
     """The rows of a CSV text (such as ``plots/prune.csv``)."""
     return list(csv.DictReader(io.StringIO(text)))
@@ -255,8 +286,9 @@ def read_live_curves(live: str | os.PathLike, models: Iterable[str] = ("teacher"
 def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[dict[str, Any]],
                  curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str | os.PathLike,
                  report_dir: str | os.PathLike, shipped: str | None = None,
-                 batch_sizes: Iterable[int] = (1, 64)) -> str:
-    """Write the four charts (``CHARTS``) into ``out_dir``; returns the markdown that embeds them in a
+                 batch_sizes: Iterable[int] = (1, 64), confusion_rows: list[dict[str, Any]] | None = None,
+                 classes: list[str] | None = None) -> str:
+    """Write the charts (``CHARTS``) into ``out_dir``; returns the markdown that embeds them in a
     report that lives in ``report_dir`` (image links relative to it).
 
     Args:
@@ -264,6 +296,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
         prune_csv_rows: rows of ``plots/prune.csv`` (see ``csv_rows``).
         curves: training curves (see ``read_live_curves``).
         shipped: name of the shipped artifact (default: ``ev["shipped"]["artifact"]`` when present).
+        confusion_rows, classes: the shipped model's test predictions and the class names; without them
+            ``confusion.png`` is not drawn.
     """
     figures = {
         "acc_vs_bytes.png": accuracy_vs_bytes(ev, shipped),
@@ -271,6 +305,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
         "latency.png": latency(lat, batch_sizes),
         "training_curves.png": training_curves(curves),
     }
+    if confusion_rows is not None and classes:
+        figures["confusion.png"] = confusion(confusion_rows, classes)
     out_dir = Path(out_dir)
     lines = ["## Charts", ""]
     for name, fig in figures.items():

@@ -14,7 +14,7 @@ validation split (stratified: each class is halved).
 
 Files every file browser hides are not data: names starting with "." (incl. macOS ``._*``
 companions, ``.ipynb_checkpoints/``, ``.DS_Store``), ``__MACOSX/``, ``Thumbs.db``, ``desktop.ini``.
-With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``metrics/prepare.json``),
+With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``<prepared>/prepare.json``),
 except in the unlabeled ``evaluation/`` split: a submission must have a row per file, so a bad file
 there is always an error.
 """
@@ -369,7 +369,8 @@ def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Spli
 
 
 def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
-    """Decode the dataset described by ``p`` into ``out_dir`` (replaced atomically); returns metrics.
+    """Decode the dataset described by ``p`` into ``out_dir`` (replaced atomically); returns its counts
+    (also written to ``out_dir/prepare.json``; ``headline`` picks the metrics).
 
     Args:
         p: the ``data`` params.
@@ -399,6 +400,14 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
         "splits": {k: len(s.labels) for k, s in splits.items()},
         **info,
     }
+    details: dict[str, Any] = {"images": meta["splits"], "classes": len(classes)}
+    details["per_class"] = {
+        name: {classes[c]: n for c, n in sorted(Counter(s.labels.tolist()).items()) if c >= 0}
+        for name, s in splits.items() if name != "evaluation"
+    }
+    if "skipped" in info:
+        details["skipped"] = info["skipped"]
+        details["skipped_files"] = info["skipped_files"]  # relative to data.root
     with atomic_dir(out_dir) as tmp:  # build the whole folder aside, then swap it in
         for name, s in splits.items():
             obj = {"images": s.images, "labels": s.labels}
@@ -406,16 +415,20 @@ def prepare(p: DataParams, out_dir: str | Path, seed: int) -> dict[str, Any]:
                 obj["ids"] = s.ids
             torch.save(obj, tmp / f"{name}.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / DETAILS).write_text(json.dumps(details, indent=2) + "\n")
+    return details
 
-    metrics: dict[str, Any] = {"images": meta["splits"], "classes": len(classes)}
-    metrics["per_class"] = {
-        name: {classes[c]: n for c, n in sorted(Counter(s.labels.tolist()).items()) if c >= 0}
-        for name, s in splits.items() if name != "evaluation"
-    }
-    if "skipped" in info:
-        metrics["skipped"] = info["skipped"]
-        metrics["skipped_files"] = info["skipped_files"]  # relative to data.root
-    return metrics
+
+DETAILS = "prepare.json"  # in the prepared folder: per-split and per-class counts, skipped files (not a metric)
+
+
+def headline(details: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of prepare (``dvc metrics diff`` / ``dvc exp show``): total images, classes and, for a folder
+    source, how many files were skipped; per-split and per-class counts stay in ``DETAILS``."""
+    out = {"images": sum(details["images"].values()), "classes": details["classes"]}
+    if "skipped" in details:
+        out["skipped"] = sum(details["skipped"].values())
+    return out
 
 
 # ---------------------------------------------------------------- loading

@@ -8,14 +8,25 @@ Rows, all loaded through ``shrink.runtime.load_runtime`` and timed by its one in
 * every quantized artifact of the models in ``quantize.models`` (``<model>.<kind>``, kinds fp16, uint8,
   int8, int8w), each in the runtime that suits it (the ``runtime`` column says which).
 
-Figures split in two files so that ``dvc metrics diff`` stays meaningful:
+Figures split in three files so that ``dvc metrics diff`` and ``dvc exp show`` show what a change did:
 
-* ``metrics/evaluate.json`` — deterministic: test accuracy, parameters, bytes on disk, size ratio
-  against the teacher, accuracy change against the teacher and against the model's fp32 source, and
-  the ``shipped`` section (artifact, kind, bytes, accuracy against its fp32 parent, the rule used);
-* ``metrics/latency.json`` — timings (noisy by nature): min and median batch-1 / batch-64 latency, speed
-  ratios against the teacher and against ``distill.ort`` (the unpruned student in ORT fp32), all measured
-  in the same run, and the shipped artifact's timings.
+* ``metrics/summary.json`` — the stage's only metrics file (``headline``): test accuracy and bytes of
+  every quantized artifact of the final model, and the shipped artifact's name, bytes, test accuracy,
+  accuracy change against its fp32 parent and MACs per image. Deterministic: a rerun with the same
+  inputs gives the same file, so a diff lists only what a change caused;
+* ``metrics/evaluate.json`` — a plain output, every row: kind, runtime, test accuracy, parameters,
+  bytes, size ratio and accuracy change against the teacher and against the fp32 source, and the
+  ``shipped`` section (artifact, kind, bytes, accuracy against its fp32 parent, the rule used);
+* ``metrics/latency.json`` — a plain output, timings (noisy by nature): min and median batch-1 / batch-64
+  latency, speed ratios against the teacher and against ``distill.ort`` (the unpruned student in ORT fp32),
+  all measured in the same run, and the shipped artifact's timings, its two speed ratios and the verdicts.
+  Not a metrics file, because every rerun measures every figure again: diff it on request with
+  ``git diff metrics/latency.json`` or ``dvc plots diff plots/latency.csv``.
+
+The shipped artifact is also written to a stable place, ``shipped/model.onnx`` with ``shipped/model.json``
+(classes, input size, normalisation, kind), whichever kind won (``write_shipped``); dvc.yaml declares it
+as the ``artifacts:`` entry ``shrink-classifier``. ``plots/confusion.csv`` holds its (actual, predicted)
+class on every test image.
 
 What ships (``choose_shipped``), when ``evaluate.ship`` is ``auto``: among the quantized artifacts of the
 final model (the last of ``quantize.models``),
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +61,9 @@ from .checkpoint import state_dict_bytes
 from .config import SHIP_KINDS, EvaluateParams, Params  # SHIP_KINDS: also the tie order of the shipping rule
 from .charts import csv_rows, read_live_curves, write_charts
 from .data import Split, load_meta, load_split, normalizer
-from .io import read_json, write_json, write_text
+from .io import atomic_path, read_json, write_json, write_text
 from .models import count_params
-from .quantize import ARTIFACT_FILES
+from .quantize import ARTIFACT_FILES, export_onnx
 from .runtime import Runtime, Timing, interleaved, load_runtime, ort_fp32
 
 FAST_BAND = 1.10  # "fast": within 10 % of the fastest runtime of the same network
@@ -291,8 +303,67 @@ def prune_plot(ev: dict[str, dict[str, Any]], round_metrics: dict[str, dict[str,
     return csv_text(rows, ["round", "model", "width", "params", "test_acc", "val_acc_after_cut"])
 
 
-def run(params: Params, *, data: str, models: str, prune_metrics: str, metrics: str, latency: str, plots: str,
-        report: str, predictions: str, live: str, charts: str) -> str:
+def headline(ev: dict[str, dict[str, Any]], final: str, macs: int | None) -> dict[str, Any]:
+    """The metrics of the evaluate stage (``metrics/summary.json``): deterministic figures only.
+
+    Args:
+        ev: every row and the ``shipped`` section (``metrics/evaluate.json``).
+        final: the model whose artifacts compete to ship (the last of ``quantize.models``).
+        macs: multiply-accumulates per image of the shipped artifact's network (its fp32 parent's).
+    """
+    artifacts = {k: {"test_acc": ev[f"{final}.{k}"]["test_acc"], "bytes": ev[f"{final}.{k}"]["bytes"]}
+                 for k in SHIP_KINDS if f"{final}.{k}" in ev}
+    out: dict[str, Any] = {"artifacts": artifacts}
+    if "shipped" in ev:
+        s = ev["shipped"]
+        out["shipped"] = {"name": s["name"], "bytes": s["bytes"], "test_acc": s["test_acc"],
+                          "acc_vs_parent": s["acc_vs_parent"], "macs": macs}
+    return out
+
+
+def write_shipped(entry: Entry, folder: str | Path) -> dict[str, Any]:
+    """Write the shipped artifact as ``folder/model.onnx`` and ``folder/model.json``; returns the JSON.
+
+    ONNX artifacts (int8, int8w) are copied byte for byte. A ``.pt`` artifact (fp16, uint8) is exported to
+    ONNX from the network it loads into (its dequantized fp32 weights), so users need ONNX Runtime alone
+    either way; ``model.json``'s ``onnx`` then says ``fp32 export of <kind>`` and the file is larger than
+    the ``.pt`` that was measured.
+    """
+    folder = Path(folder)
+    data = entry.run.meta["data"]
+    size = int(data["image_size"])
+    if entry.run.path.suffix.lower() == ".onnx":
+        with atomic_path(folder / "model.onnx") as tmp:
+            shutil.copyfile(entry.run.path, tmp)
+        onnx_note = f"{entry.kind}, copied from {entry.run.path.name}"
+    else:
+        export_onnx(entry.run.model, torch.zeros(1, 3, size, size), folder / "model.onnx",
+                    meta={**entry.run.meta, "kind": "fp32"})
+        onnx_note = f"fp32 export of the {entry.kind} artifact {entry.run.path.name}"
+    info = {"name": entry.name, "kind": entry.kind, "onnx": onnx_note, "classes": list(data["classes"]),
+            "input": {"name": "input", "shape": [None, 3, size, size], "layout": "NCHW, RGB"},
+            "image_size": size,
+            # x = (pixel / 255 - mean) / std per channel, pixels 0..255 after an antialiased resize to image_size
+            "mean": list(data["mean"]), "std": list(data["std"])}
+    write_json(info, folder / "model.json")
+    return info
+
+
+def confusion_csv(classes: list[str], actual: torch.Tensor, predicted: torch.Tensor) -> str:
+    """``actual,predicted`` class names, one row per test image (DVC's ``confusion`` plot template)."""
+    rows = [{"actual": classes[a], "predicted": classes[b]} for a, b in zip(actual.tolist(), predicted.tolist())]
+    return csv_text(rows, ["actual", "predicted"])
+
+
+def latency_plot(lat: dict[str, dict[str, Any]], batch_sizes: list[int]) -> str:
+    """CSV of median latency per model and batch size (``dvc plots diff plots/latency.csv``)."""
+    rows = [{"model": name, "runtime": r.get("runtime", ""), **{f"b{b}_ms": r.get(f"latency_b{b}_ms") for b in batch_sizes}}
+            for name, r in lat.items() if not name.startswith("_") and name != "shipped"]
+    return csv_text(rows, ["model", "runtime", *(f"b{b}_ms" for b in batch_sizes)])
+
+
+def run(params: Params, *, data: str, models: str, metrics: str, table: str, latency: str, plots: str,
+        report: str, predictions: str, live: str, charts: str, shipped: str) -> str:
     """The evaluate stage: compare every model, choose what ships, write every output; returns report.md's text.
 
     Everything is computed before anything is written, so a failure leaves the previous outputs alone.
@@ -300,41 +371,81 @@ def run(params: Params, *, data: str, models: str, prune_metrics: str, metrics: 
     Args:
         params: reads ``prune.rounds``, ``quantize.models`` and ``evaluate``.
         data: the prepared data folder.
-        models: the folder of ``<name>.pt`` and ``quantized/`` artifacts.
-        prune_metrics: the folder of the prune rounds' metrics JSON.
-        metrics, latency: evaluate.json and latency.json to write.
+        models: the folder of ``<name>.pt`` (with ``<name>.run.json``) and ``quantized/`` artifacts.
+        metrics: summary.json (``headline``); table: evaluate.json (every row); latency: latency.json.
         plots: folder for the plot CSVs; report: report.md; predictions: predictions.csv.
         live: the dvclive folder of teacher/student/distill (training curves); charts: folder of PNG charts.
+        shipped: folder for the shipped artifact (``model.onnx``, ``model.json``).
     """
     p, rounds, quantized = params.evaluate, list(params.prune.rounds), params.quantize.models
     meta = load_meta(data)
     with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
         entries = collect(Path(models), ["teacher", "student", "distill", *rounds], quantized, p.threads, Path(tmp))
-        ev, lat, _ = compare(entries, load_split(data, "test"), meta, p)
-        shipped = None
+        test = load_split(data, "test")
+        ev, lat, _ = compare(entries, test, meta, p)
+        ship = None
         if quantized:
             name, rule, verdicts = choose_shipped(ev, lat, quantized[-1], p)
             ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
-            shipped = next(e for e in entries if e.name == name)
+            ship = next(e for e in entries if e.name == name)
         rows = {k: v for k, v in ev.items() if k != "shipped"}
-        rounds_metrics = {name: read_json(Path(prune_metrics) / f"{name}.json") for name in rounds}
+        # each round's width and accuracy right after the cut: the details file beside its checkpoint
+        rounds_metrics = {name: read_json(Path(models) / f"{name}.run.json") for name in rounds}
+        macs = read_json(Path(models) / f"{ship.source}.run.json").get("macs") if ship else None
+        summary = headline(ev, quantized[-1], macs) if quantized else {}
         text = "# shrink report\n\n" + report_markdown(rows, lat, p, ev.get("shipped"))
+        if ship:
+            t = lat["shipped"]
+            ratios = ", ".join(f"{t[f'speedup_b{b}_vs_{REFERENCE}']:.2f}x at batch {b}" for b in p.batch_sizes
+                               if f"speedup_b{b}_vs_{REFERENCE}" in t)
+            text += (f"\nShipped as `{shipped}/model.onnx` (+ `model.json`), {macs or 0:,} MACs per image"
+                     + (f"; median speed against `{REFERENCE}`: {ratios}" if ratios else "") + ".\n")
+        text += prepare_counts_markdown(Path(data))
         csv_predictions = "Id,Category\n"  # no unlabeled split in this dataset: header only
-        if "evaluation" in meta["splits"] and shipped:
+        if "evaluation" in meta["splits"] and ship:
             evaluation = load_split(data, "evaluation")
-            csv_predictions = predictions_csv(evaluation.ids, predict_classes(shipped.run, evaluation.images,
+            csv_predictions = predictions_csv(evaluation.ids, predict_classes(ship.run, evaluation.images,
                                                                               normalizer(meta)))
             text += (f"\n`{predictions}`: {len(evaluation.ids)} predictions of the unlabeled evaluation split "
-                     f"by `{shipped.name}`.\n")
+                     f"by `{ship.name}`.\n")
+        confusion = None
+        if ship:
+            confusion = confusion_csv(meta["classes"], test.labels, predict_classes(ship.run, test.images,
+                                                                                    normalizer(meta)))
         prune_csv = prune_plot(rows, rounds_metrics)
         curves = read_live_curves(live)
+        if ship:
+            write_shipped(ship, shipped)
 
-    write_json(ev, metrics)
+    write_json(summary, metrics)
+    write_json(ev, table)
     write_json(lat, latency)
     write_text(models_plot(rows), Path(plots) / "models.csv")
     write_text(prune_csv, Path(plots) / "prune.csv")
+    write_text(latency_plot(lat, p.batch_sizes), Path(plots) / "latency.csv")
+    write_text(confusion or "actual,predicted\n", Path(plots) / "confusion.csv")
     write_text(csv_predictions, predictions)
     text += "\n" + write_charts(ev, lat, csv_rows(prune_csv), curves, charts, Path(report).parent,
-                                shipped=shipped.name if shipped else None, batch_sizes=p.batch_sizes)
+                                shipped=ship.name if ship else None, batch_sizes=p.batch_sizes,
+                                confusion_rows=csv_rows(confusion) if confusion else None,
+                                classes=meta["classes"])
     write_text(text, report)
     return text
+
+
+def prepare_counts_markdown(data: Path) -> str:
+    """Images per split and class (the prepare stage's ``<prepared>/prepare.json``), as markdown."""
+    path = data / "prepare.json"
+    if not path.is_file():
+        return ""
+    counts = read_json(path)
+    per_class = counts.get("per_class", {})
+    splits = list(per_class)
+    classes = list(dict.fromkeys(c for s in splits for c in per_class[s]))
+    lines = ["", "## Data", "", "| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    lines += [f"| {c} | " + " | ".join(str(per_class[s].get(c, 0)) for s in splits) + " |" for c in classes]
+    skipped = counts.get("skipped")
+    if skipped and any(skipped.values()):
+        lines += ["", "Skipped (unreadable, `data.skip_bad`): " + ", ".join(
+            f"{f}" for files in counts.get("skipped_files", {}).values() for f in files)]
+    return "\n".join(lines) + "\n"

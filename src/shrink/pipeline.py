@@ -22,16 +22,40 @@ from .distributed import context, finish, write_rank_hash
 from .train import evaluate, fit, select_device
 
 
-def summary_text(model: nn.Module, image_size: int) -> str:
+def model_summary(model: nn.Module, image_size: int):
+    """torchinfo's summary of one image through ``model`` on the CPU (its text and ``total_mult_adds``)."""
     from torchinfo import summary
 
-    return str(summary(model, input_size=(1, 3, image_size, image_size), verbose=0, device="cpu",
-                       col_names=("output_size", "num_params")))
+    return summary(model, input_size=(1, 3, image_size, image_size), verbose=0, device="cpu",
+                   col_names=("output_size", "num_params"))
+
+
+def summary_text(model: nn.Module, image_size: int) -> str:
+    return str(model_summary(model, image_size))
+
+
+# The few figures `dvc metrics diff` / `dvc exp show` compare (8 training stages x 3 columns): the loss moves
+# with any retraining even when the accuracy of a small test split does not. Everything else a stage measured
+# (validation figures, bytes, epochs, timing, setup) goes to ``<out stem>.run.json``, a plain output.
+HEADLINE = ("test_acc", "test_loss", "macs")
 
 
 def as_params(**sections: Any) -> dict[str, Any]:
     """Resolved params for a checkpoint: dataclasses become dicts."""
     return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in sections.items()}
+
+
+def log_live_params(live_dir: str | Path, resolved: dict[str, Any]) -> None:
+    """Add the params that made a model to its dvclive folder (``<live_dir>/params.yaml``, dvclive's
+    ``log_params``), so the curves carry them. Reopened with ``resume=True`` after training: the curves and
+    ``metrics.json`` already there stay byte for byte as training wrote them."""
+    import json
+
+    from dvclive import Live
+
+    live = Live(str(live_dir), resume=True, save_dvc_exp=False, report=None, dvcyaml=None)
+    live.log_params(json.loads(json.dumps(resolved)))  # plain types only (tuples become lists)
+    live.end()
 
 
 def run_training(
@@ -65,8 +89,9 @@ def run_training(
         seed: run seed.
         resolved: the params sections that made this model (saved in the checkpoint).
         data_dir: prepared data folder.
-        out: checkpoint path; the summary goes to ``<out stem>.summary.txt``.
-        metrics_path: metrics JSON path.
+        out: checkpoint path; the summary goes to ``<out stem>.summary.txt``, every figure of the run
+            (losses, bytes, epochs, timing, ``extra_metrics``) to ``<out stem>.run.json``.
+        metrics_path: metrics JSON path: the ``HEADLINE`` figures only.
         live_dir: dvclive folder.
         loss_fn, after_backward: plug-ins of ``train.fit``.
         extra_metrics, extra_ckpt: stage-specific additions.
@@ -84,7 +109,7 @@ def run_training(
     result = fit(model, train, val, meta, cfg, seed=seed, loss_fn=loss_fn, after_backward=after_backward,
                  live_dir=live_dir, desc=desc, ctx=ctx, backbone_lr_mult=backbone_lr_mult, resume=resume)
     model = result.model.to(ctx.device)
-    _, test_acc = evaluate(model, test, normalizer(meta, ctx.device), cfg.eval_batch_size, ctx.device, ctx)
+    test_loss, test_acc = evaluate(model, test, normalizer(meta, ctx.device), cfg.eval_batch_size, ctx.device, ctx)
     model.cpu()
     write_rank_hash(model, ctx)
     if not ctx.is_writer:
@@ -92,10 +117,15 @@ def run_training(
         return {"val_acc": round(result.best_val_acc, 6), "test_acc": round(test_acc, 6)}
     save_checkpoint(out, model, name=name, model_kwargs=model_kwargs, num_classes=len(meta["classes"]),
                     data_meta=data_meta(meta), params=resolved, extra=extra_ckpt)
-    write_text(summary_text(model, meta["image_size"]) + "\n", out.with_suffix(".summary.txt"))
+    info = model_summary(model, meta["image_size"])
+    write_text(str(info) + "\n", out.with_suffix(".summary.txt"))
+    best = result.history[result.best_epoch - 1] if result.best_epoch else {}
     metrics = {
         "val_acc": round(result.best_val_acc, 6),
         "test_acc": round(test_acc, 6),
+        "macs": int(info.total_mult_adds),  # per image, from torchinfo: deterministic, moves with pruning
+        "val_loss": round(best["val/loss"], 6) if best else None,
+        "test_loss": round(test_loss, 6),
         "params": count_params(model),
         "fp32_bytes": state_dict_bytes(model),
         "epochs": result.epochs,
@@ -104,7 +134,10 @@ def run_training(
         **(extra_metrics or {}),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    write_json(metrics, metrics_path)
+    write_json(metrics, out.with_suffix(".run.json"))
+    write_json({k: metrics[k] for k in HEADLINE}, metrics_path)
+    if live_dir is not None:
+        log_live_params(live_dir, resolved)
     if resume is not None:
         resume.clear()  # complete: the outputs are written, nothing to resume
     finish(ctx)  # the other ranks wait here until every output is written

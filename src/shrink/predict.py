@@ -1,9 +1,10 @@
 """``shrink predict``: classify image files with a model artifact, one ``path<TAB>class`` line per image.
 
-The model is the pipeline's shipped artifact (``metrics/evaluate.json``'s ``shipped.artifact``, chosen by the
-evaluate stage) unless ``--model`` names another. Output lines are tab-separated values written by the
-``csv`` module: a field holding a tab, a newline or a double quote is double-quoted (quotes doubled), so a
-file name with a newline stays one record (read it back with ``csv.reader(f, delimiter="\t")``).
+The model is the pipeline's shipped artifact (``shipped/model.onnx``, written by the evaluate stage whichever
+kind won, and declared in dvc.yaml as the artifact ``shrink-classifier``) unless ``--model`` names another.
+Output lines are tab-separated values written by the ``csv`` module: a field holding a tab, a newline or a
+double quote is double-quoted (quotes doubled), so a file name with a newline stays one record (read it back
+with ``csv.reader(f, delimiter="\t")``).
 
 Images are decoded exactly as the prepare stage decoded the training data (``data.decode_image``:
 RGB, whole image resized to ``image_size`` with antialiasing), normalised with the artifact's own
@@ -25,20 +26,15 @@ from PIL import Image
 from .data import IMAGE_EXTENSIONS, PrepareError, decode_image, normalizer
 from .runtime import load_runtime
 
-SHIPPED_FROM = "metrics/evaluate.json"  # where the evaluate stage records the shipped artifact
+SHIPPED = "shipped/model.onnx"  # the evaluate stage's stable copy of what ships (dvc.yaml: artifacts)
 
 
-def shipped_artifact(metrics: str | Path = SHIPPED_FROM) -> str:
-    """The path of the shipped artifact recorded by the evaluate stage, or a ValueError saying what to do."""
-    path = Path(metrics)
-    try:
-        artifact = json.loads(path.read_text())["shipped"]["artifact"]
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not found; run `dvc repro` in the project folder, or pass --model") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: no shipped.artifact entry ({type(e).__name__}); rerun `dvc repro evaluate`, "
-                         f"or pass --model") from None
-    return str(artifact)
+def shipped_artifact(path: str | Path = SHIPPED) -> str:
+    """The shipped model's path, or a ValueError saying what to do when it is not there."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: not found; run `dvc repro` in the project folder, fetch it with "
+                         f"`dvc artifacts get <repo> shrink-classifier`, or pass --model")
+    return str(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"image files, or folders searched recursively for {', '.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
     ap.add_argument("--model", default=None, metavar="ARTIFACT",
                     help="fp32 / fp16 / uint8 .pt file or fp32 / int8 / int8w .onnx file (default: the shipped "
-                         f"artifact named in {SHIPPED_FROM})")
+                         f"model, {SHIPPED})")
     ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")
     return ap
