@@ -477,8 +477,8 @@ def test_batch_larger_than_the_split_with_onecycle(proj, monkeypatch, capsys):
     """18 training images, batch 256, 4 epochs of OneCycle: 4 steps in all (crashed with ZeroDivisionError)."""
     edit_params(proj, lambda p: p["teacher"]["train"].update(epochs=4, batch_size=256, schedule="onecycle"))
     assert run_stage("teacher", monkeypatch=monkeypatch) == 0
-    metrics = yaml.safe_load((proj / "metrics/teacher.json").read_text())
-    assert metrics["epochs"] == 4
+    run = yaml.safe_load((proj / "models/teacher.run.json").read_text())  # the stage's details beside its checkpoint
+    assert run["epochs"] == 4
 
 
 def test_a_last_batch_of_one_image_trains(proj, monkeypatch, capsys):

@@ -65,12 +65,13 @@ def repro(proj: Path) -> str:
 
 def result(proj: Path) -> dict:
     metrics = json.loads((proj / "metrics/teacher.json").read_text())
-    metrics.pop("wall_seconds")
+    details = json.loads((proj / "models/teacher.run.json").read_text())
+    details.pop("wall_seconds")
     curves = {}
     for tsv in sorted((proj / "dvclive/teacher/plots/metrics").rglob("*.tsv")):
         rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
         curves[f"{tsv.parent.name}/{tsv.name}"] = [(int(r[0]), r[1]) for r in rows]  # (step, value)
-    return {"state": load_checkpoint(proj / "models/teacher.pt")["state_dict"], "metrics": metrics,
+    return {"state": load_checkpoint(proj / "models/teacher.pt")["state_dict"], "metrics": metrics, "details": details,
             "live": json.loads((proj / "dvclive/teacher/metrics.json").read_text()), "curves": curves}
 
 
@@ -78,7 +79,7 @@ def assert_same(a: dict, b: dict) -> None:
     assert a["state"].keys() == b["state"].keys()
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), f"{k} differs"
-    assert a["metrics"] == b["metrics"]
+    assert a["metrics"] == b["metrics"] and a["details"] == b["details"]
     assert a["live"] == b["live"]
     assert a["curves"] == b["curves"]
     for steps in a["curves"].values():
@@ -164,14 +165,14 @@ def test_truncated_state_starts_fresh_with_one_warning(base, reference):
 def test_two_processes_killed_resume_to_the_uninterrupted_result(base):
     ref = copy(base, "two-reference", nproc=2)
     out = repro(ref)
-    assert "processes" in json.loads((ref / "metrics/teacher.json").read_text())
+    assert json.loads((ref / "models/teacher.run.json").read_text())["processes"] == 2
     proj = copy(base, "two-stopped", nproc=2)
     done = interrupt(proj, signal.SIGKILL)
     out = repro(proj)
     assert out.count(f"teacher: resuming at epoch {done + 1} of 3") == 1, out
     assert "Traceback" not in out
     a, b = result(proj), result(ref)
-    assert a["metrics"]["processes"] == 2
+    assert a["details"]["processes"] == 2
     assert_same(a, b)
 
 
