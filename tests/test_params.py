@@ -83,3 +83,24 @@ def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(ArtifactError, match=rf"^{path}: weights do not fit"):
         model_from_checkpoint(path)
+
+
+def test_ctrl_c_during_a_save_is_delivered_after_the_file_is_complete(tmp_path, monkeypatch):
+    """torch.save interrupted midway raises a RuntimeError from its zip writer (a traceback, not the stage's
+    "interrupted" line): the save holds SIGINT and delivers it as KeyboardInterrupt once the file is whole."""
+    import os
+    import signal
+
+    from shrink.io import save_torch
+
+    real_save = torch.save
+
+    def save_interrupted(obj, f):  # Ctrl-C arrives while torch.save is writing
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_torch({"w": torch.ones(1000)}, tmp_path / "state.pt")
+    assert torch.equal(torch.load(tmp_path / "state.pt", weights_only=True)["w"], torch.ones(1000))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back

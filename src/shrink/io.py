@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,8 +124,33 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then deliver it as usual.
+
+    torch.save interrupted midway does not raise KeyboardInterrupt: its zip writer's cleanup fails with a
+    RuntimeError ("unexpected pos ...") instead, so a stage would end in a traceback rather than its one
+    "interrupted" line. A write takes a fraction of a second, so holding the signal that long is harmless.
+    Only the main thread can set signal handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with interrupts_held(), atomic_path(path) as tmp, open(tmp, "wb") as f:
         # through a file object: given a path, torch names the zip's inner folder after the (random)
         # temp name, and identical runs would write different bytes (and different DVC hashes)
         torch.save(obj, f)
