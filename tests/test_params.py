@@ -100,7 +100,12 @@ def test_ctrl_c_during_a_save_is_delivered_after_the_file_is_complete(tmp_path, 
         real_save(obj, f)
 
     monkeypatch.setattr(torch, "save", save_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        save_torch({"w": torch.ones(1000)}, tmp_path / "state.pt")
+    # Python's own handler, as in a terminal (a background `make test` inherits SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_torch({"w": torch.ones(1000)}, tmp_path / "state.pt")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert torch.equal(torch.load(tmp_path / "state.pt", weights_only=True)["w"], torch.ones(1000))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back

@@ -90,8 +90,10 @@ def interrupt(proj: Path, sig: int) -> int:
     """Start `dvc repro teacher`, send ``sig`` to its process group and every process under it (Ctrl-C in a
     terminal, or kill -9 of all of them) once the first epoch's state exists; returns the epoch that state holds."""
     log = open(proj / "interrupted.log", "w")
+    # SIGINT back to its default in the child, as in a terminal: a background job of a non-interactive shell
+    # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and the stage would never see the Ctrl-C
     proc = subprocess.Popen(["dvc", "repro", "teacher"], cwd=proj, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         while not (proj / STATE).exists():
