@@ -17,6 +17,9 @@ companions, ``.ipynb_checkpoints/``, ``.DS_Store``), ``__MACOSX/``, ``Thumbs.db`
 With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``<prepared>/prepare.json``),
 except in the unlabeled ``evaluation/`` split: a submission must have a row per file, so a bad file
 there is always an error.
+
+Why one module of ~490 lines: the writers (``prepare``) and the readers (``load_split``, ``load_meta``,
+``normalizer``, ``calibration_sample``) share the prepared format, which is defined here once.
 """
 from __future__ import annotations
 
