@@ -23,6 +23,7 @@ from shrink.prune import (
 )
 from shrink.quantize import save_fp16, save_int8, save_int8w, save_uint8
 from shrink.runtime import load_runtime
+from test_models import available  # skip, with the reason, an entry whose optional package is missing
 
 OWN = [n for n in list_models() if n not in torchvision_archs()]  # the entries the registry lists explicitly
 ARCHS = [n for n in OWN if "student" not in get_entry(n).refuse] + [
@@ -109,12 +110,7 @@ def test_sync_batchnorm_gives_the_same_groups_and_l1_targets(arch):
 def test_teacher_entry_builds_saves_and_loads(arch, tmp_path):
     """A teacher-only entry: built as the teacher stage builds it (its own input size and normalisation), one
     backward pass, then a weights-only checkpoint that rebuilds it with the same logits."""
-    requires = get_entry(arch).requires
-    if requires is not None:
-        try:
-            requires()
-        except ImportError as e:
-            pytest.skip(str(e))
+    available(arch)
     kwargs = teacher_kwargs(arch, False, None, "auto", True, SIZE, [0.5] * 3, [0.25] * 3)
     torch.manual_seed(0)
     model = build_model(arch, len(CLASSES), **kwargs)
