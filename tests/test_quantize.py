@@ -351,6 +351,27 @@ def test_int8w_file_is_at_most_1_1x_the_uint8_file(tmp_path, widths):
     assert (out - ref).abs().max().item() < 0.05 * ref.abs().max().item()
 
 
+def test_int8w_compaction_changes_no_output_and_leaves_little_besides_the_weights(tmp_path, monkeypatch):
+    """A deeply pruned net's file: default attributes and repeated constants go (``quantize._compact``), the
+    outputs stay bit for bit, and what is not weights, scales or biases is the meta and the bare graph."""
+    import onnx
+
+    from shrink import quantize
+
+    model = _student_with_stats(num_classes=10, widths=[16, 32, 64, 16, 32, 32, 32, 256])
+    ckpt = _ckpt(model, FOOD11[:10])
+    small = save_int8w(ckpt, tmp_path / "small.onnx")
+    monkeypatch.setattr(quantize, "_compact", lambda graph: None)
+    plain = save_int8w(ckpt, tmp_path / "plain.onnx")
+    assert plain - small > 1_500, (plain, small)
+    x = torch.randn(16, 3, 28, 28, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(load_runtime(tmp_path / "small.onnx")(x), load_runtime(tmp_path / "plain.onnx")(x))
+    proto = onnx.load(str(tmp_path / "small.onnx"))
+    payload = sum(len(t.raw_data) for t in proto.graph.initializer)
+    assert payload >= 0.85 * small and small - payload < 4_500, (small, payload)
+    assert [n.op_type for n in proto.graph.node].count("Constant") == 2  # ReLU6's 0 and 6, once each
+
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
