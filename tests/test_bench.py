@@ -154,7 +154,7 @@ def test_tiny_overrides_and_the_late_change_on_the_real_params():
     assert project.bump_last_round(params) == "prune.rounds.prune_3.epochs 1 -> 2"
     assert rounds["prune_3"]["epochs"] == 2 and rounds["prune_2"]["epochs"] == 1
     if "quantize" in params:  # every model it quantizes must still exist
-        assert set(params["quantize"]["models"]) <= {"teacher", "student", "distill", *rounds}
+        assert set(params["quantize"]["models"]) <= {"teacher", "student", "distill"}  # rounds: quantize-round
 
 
 def test_stages_ran():

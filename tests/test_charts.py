@@ -28,10 +28,10 @@ LAT = {
     "prune_2.int8": {"latency_b1_ms": 0.38, "latency_b64_ms": 3.64, "runtime": "ORT int8 QDQ"},
     "_setup": {"threads": 2, "repeats": 15, "image_size": 28},
 }
-PRUNE_CSV = """round,model,width,params,test_acc,val_acc_after_cut
-0,distill,1.0,256522,0.8977,
-1,prune_1,0.95,235809,0.9025,0.8871
-2,prune_2,0.9025,217593,0.9017,0.8950
+PRUNE_CSV = """round,model,width,params,macs,kind,bytes,val_acc,test_acc,fp32_test_acc,val_acc_after_cut
+0,distill,1.0,256522,4769320,uint8,262000,0.9010,0.8977,0.8980,
+1,prune_1,0.95,235809,4400000,uint8,241000,0.9040,0.9025,0.9020,0.8871
+2,prune_2,0.9025,217593,4100000,uint8,230000,0.9030,0.9017,0.9020,0.8950
 """
 CURVES = {
     "teacher": {"val_acc": [(1, 0.85), (2, 0.88), (3, 0.90)], "train_loss": [(1, 0.6), (2, 0.4), (3, 0.3)]},
@@ -42,6 +42,7 @@ CURVES = {
 
 def all_figures(ev=EV, lat=LAT, prune=PRUNE_CSV, curves=CURVES):
     return {
+        "tradeoff": charts.tradeoff(charts.csv_rows(prune), "prune_2.uint8"),
         "acc_vs_bytes": charts.accuracy_vs_bytes(ev),
         "prune_rounds": charts.prune_rounds(charts.csv_rows(prune)),
         "latency": charts.latency(lat),
@@ -107,6 +108,23 @@ def test_prune_rounds_plots_the_csv_rows():
     assert [p.get_height() for p in par_ax.patches] == [256522, 235809, 217593]
     with pytest.raises(ValueError, match="prune.csv"):
         charts.prune_rounds([])
+
+
+def test_tradeoff_marks_the_rounds_the_shipped_point_the_unpruned_student_and_the_course_limit():
+    fig = charts.tradeoff(charts.csv_rows(PRUNE_CSV), "prune_2.uint8")
+    by_bytes, by_macs = fig.axes
+    curve, limit = by_bytes.get_lines()
+    assert list(curve.get_xdata()) == [262000, 241000, 230000] and list(curve.get_ydata()) == [0.8977, 0.9025, 0.9017]
+    assert list(limit.get_xdata()) == [300_000, 300_000]  # the course's limit, a vertical line
+    assert list(by_macs.get_lines()[0].get_xdata()) == [4769320, 4400000, 4100000]
+    legend = [t.get_text() for t in by_bytes.get_legend().get_texts()]
+    assert "shipped: prune_2.uint8" in legend and "unpruned: distill" in legend and "course limit 300,000 B" in legend
+    ring = by_bytes.collections[-1].get_offsets()
+    assert ring.tolist() == [[230000, 0.9017]]
+    no_ship = charts.tradeoff(charts.csv_rows(PRUNE_CSV), "prune_9.int8w")  # not a row: nothing ringed
+    assert len(no_ship.axes[0].collections) == 1
+    with pytest.raises(ValueError, match="prune.csv"):
+        charts.tradeoff([])
 
 
 def test_latency_has_a_panel_per_batch_size_and_names_runtimes():

@@ -6,8 +6,10 @@ The tiny data (conftest.make_tiny_images) has 4 classes, so chance is 0.25; test
 each. Measured on this data: every model and artifact at 0.9 or more (see MIN_ACC).
 """
 import csv
+import dataclasses
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import torch
 
 from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
+from shrink.evaluate import PRUNE_FIELDS
+from shrink.quantize import ARTIFACT_FILES
 from shrink.runtime import load_runtime
 
 pytestmark = pytest.mark.slow
@@ -170,13 +174,14 @@ def test_quantize_and_evaluate_outputs(tiny_run):
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
     fp32 = ["teacher", "student", "distill", *ROUNDS]
     names = fp32 + [f"{m}.ort" for m in fp32]
-    names += [f"{m}.{k}" for m in ("distill", "prune_3") for k in KINDS]
+    names += [f"{m}.{k}" for m in ("distill", *ROUNDS) for k in KINDS]  # every round is quantized
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
-    assert shipped["parent"] == "prune_3" and shipped["kind"] in KINDS
-    assert shipped["artifact"].startswith("models/quantized/prune_3.") and shipped["rule"].startswith("auto")
+    assert shipped["parent"] in ("distill", *ROUNDS) and shipped["kind"] in KINDS and shipped["rule"] == "auto"
+    assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{ARTIFACT_FILES[shipped['kind']]}"
     assert shipped["bytes"] == (tiny_run / shipped["artifact"]).stat().st_size == ev[shipped["name"]]["bytes"]
     assert shipped["test_acc"] == ev[shipped["name"]]["test_acc"] >= MIN_ACC
+    assert shipped["val_acc"] == ev[shipped["name"]]["val_acc"] >= ev["distill"]["val_acc"] - 0.005
     assert ev["prune_3.int8w"]["bytes"] <= 1.1 * ev["prune_3.uint8"]["bytes"]
     assert ev["teacher"]["size_ratio_vs_teacher"] == 1.0
     assert ev["distill.uint8"]["bytes"] <= 300_000 < ev["distill"]["bytes"]
@@ -189,13 +194,18 @@ def test_quantize_and_evaluate_outputs(tiny_run):
     assert all(f"`{n}`" in report for n in names)
     assert all(label in report for label in ("PyTorch eager fp32", "ORT fp32", "ORT int8 QDQ", "ORT fp32 (int8 weights)"))
     assert (tiny_run / "plots/models.csv").read_text().count("\n") == len(names) + 1
-    assert (tiny_run / "plots/prune.csv").read_text().splitlines()[0] == "round,model,width,params,test_acc,val_acc_after_cut"
+    prune = list(csv.DictReader(io.StringIO((tiny_run / "plots/prune.csv").read_text())))
+    assert [r["model"] for r in prune] == ["distill", *ROUNDS] and list(prune[0]) == PRUNE_FIELDS
+    for r in prune:  # the trade-off curve: each round's artifact of the shipped kind
+        row = ev[f"{r['model']}.{shipped['kind']}"]
+        assert (int(r["bytes"]), float(r["test_acc"]), float(r["val_acc"])) == (row["bytes"], row["test_acc"], row["val_acc"])
+    assert "charts/tradeoff.png" in report
 
 
 def test_metrics_schemas(tiny_run):
     """Keys and types of metrics/quantize/*.json, evaluate.json and latency.json (what readers and `dvc metrics
     diff` rely on)."""
-    for model in ("distill", "prune_3"):
+    for model in ("distill", *ROUNDS):
         q = json.loads((tiny_run / f"metrics/quantize/{model}.json").read_text())
         assert set(q) == {"source", *(f"{k}_bytes" for k in KINDS)}, q
         assert q["source"] == f"models/{model}.pt"
@@ -203,7 +213,7 @@ def test_metrics_schemas(tiny_run):
             assert type(q[f"{kind}_bytes"]) is int
             assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{kind}.{ext}").stat().st_size
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
-    row_types = {"kind": str, "runtime": str, "test_acc": float, "params": int, "bytes": int,
+    row_types = {"kind": str, "runtime": str, "test_acc": float, "val_acc": float, "params": int, "bytes": int,
                  "size_ratio_vs_teacher": float, "acc_vs_teacher": float}
     for name, row in ev.items():
         if name == "shipped":
@@ -212,8 +222,8 @@ def test_metrics_schemas(tiny_run):
         assert set(row) == set(expected), (name, sorted(row))
         assert all(isinstance(row[k], t) and (t is not int or type(row[k]) is int) for k, t in expected.items()), (name, row)
         assert 0 < row["test_acc"] <= 1 and row["bytes"] > 0 and row["params"] > 0
-    assert set(ev["shipped"]) == {"name", "artifact", "kind", "runtime", "bytes", "test_acc", "parent",
-                                  "acc_vs_parent", "rule"}
+    assert set(ev["shipped"]) == {"name", "artifact", "kind", "runtime", "bytes", "val_acc", "test_acc", "parent",
+                                  "acc_vs_parent", "reference", "test_acc_vs_reference", "rule"}
     lat = json.loads((tiny_run / "metrics/latency.json").read_text())
     assert list(lat) == [n for n in ev if n != "shipped"] + ["_setup", "shipped"]
     for name, row in lat.items():
@@ -225,15 +235,39 @@ def test_metrics_schemas(tiny_run):
         assert all(isinstance(v, float) and v > 0 for k, v in row.items() if k != "runtime"), (name, row)
     assert {"threads", "repeats", "warmup", "image_size", "latency_machine"} <= set(lat["_setup"])
     assert {"name", "latency_rule_applied", "latency_verdicts", "min_b1_ms", "min_b64_ms"} <= set(lat["shipped"])
-    assert set(lat["shipped"]["latency_verdicts"]) == {f"prune_3.{k}" for k in KINDS}
+    assert set(lat["shipped"]["latency_verdicts"]) == {f"{m}.{k}" for m in ("distill", *ROUNDS) for k in KINDS}
     # the evaluate stage's only metrics file: deterministic figures, taken from the rows above
     summary = json.loads((tiny_run / "metrics/summary.json").read_text())
-    assert summary["artifacts"] == {k: {"test_acc": ev[f"prune_3.{k}"]["test_acc"], "bytes": ev[f"prune_3.{k}"]["bytes"]}
-                                    for k in KINDS}
     shipped = ev["shipped"]
-    assert summary["shipped"] == {"name": shipped["name"], "bytes": shipped["bytes"], "test_acc": shipped["test_acc"],
-                                  "acc_vs_parent": shipped["acc_vs_parent"],
-                                  "macs": json.loads((tiny_run / "models/prune_3.run.json").read_text())["macs"]}
+    assert summary == {"shipped": {
+        "name": shipped["name"], "bytes": shipped["bytes"], "val_acc": shipped["val_acc"], "test_acc": shipped["test_acc"],
+        "test_acc_vs_distill": round(shipped["test_acc"] - ev["distill"]["test_acc"], 6),
+        "macs": json.loads((tiny_run / f"models/{shipped['parent']}.run.json").read_text())["macs"]}}
+
+
+def test_no_choice_reads_a_test_label(tiny_run):
+    """What ships is decided on validation: with the test split's labels permuted, every accuracy on the test
+    split changes and the choice and every verdict stay the same (same timings)."""
+    from shrink.config import load_params
+    from shrink.data import load_meta, load_split
+    from shrink.evaluate import choose_shipped, collect, compare
+
+    params = load_params(tiny_run / "params.yaml")
+    p = dataclasses.replace(params.evaluate, repeats=1, warmup=0)
+    data = tiny_run / "data/prepared"
+    meta, test, val = load_meta(data), load_split(data, "test"), load_split(data, "val")
+    shuffled = dataclasses.replace(test, labels=test.labels[torch.randperm(len(test.labels),
+                                                                            generator=torch.Generator().manual_seed(0))])
+    assert (shuffled.labels != test.labels).float().mean() > 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = collect(tiny_run / "models", params.fp32_models, params.quantized_models, 1, Path(tmp))
+        ev, lat, _ = compare(entries, test, meta, p, val=val)
+        ev_shuffled, _, _ = compare(entries, shuffled, meta, p, val=val)
+    sources = ["distill", *ROUNDS]
+    assert ev_shuffled["distill"]["test_acc"] < ev["distill"]["test_acc"] - 0.3  # the test figures did move
+    assert choose_shipped(ev_shuffled, lat, sources, p) == choose_shipped(ev, lat, sources, p)
+    # and the stage's own choice is among the candidates this rule considers
+    assert json.loads((tiny_run / "metrics/evaluate.json").read_text())["shipped"]["parent"] in sources
 
 
 # ------------------------------------------------------------------ predictions from the shipped artifact

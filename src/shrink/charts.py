@@ -32,7 +32,9 @@ KIND_STYLE = {  # artifact kind -> (marker, colour)
     "int8": ("^", "tab:red"),
     "int8w": ("v", "tab:purple"),
 }
+COURSE_LIMIT = 300_000  # bytes: the course's limit for the 8-bit model
 CHARTS = {  # file name -> caption in report.md
+    "tradeoff.png": "The trade-off over the prune rounds: test accuracy against bytes and MACs",
     "acc_vs_bytes.png": "Test accuracy against bytes on disk",
     "prune_rounds.png": "Accuracy and parameters per prune round",
     "latency.png": "CPU latency per model and runtime",
@@ -125,6 +127,44 @@ def accuracy_vs_bytes(ev: dict[str, Any], shipped: str | None = None) -> Figure:
 
 def _float(v: Any) -> float:
     return float(v) if v not in (None, "") else math.nan
+
+
+@_styled
+def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int = COURSE_LIMIT) -> Figure:
+    """Test accuracy against bytes on disk (log x) and against MACs per image, one point per round.
+
+    Args:
+        rows: the rows of ``plots/prune.csv`` (round, model, kind, bytes, macs, test_acc); round 0 is the
+            unpruned student. Values may be strings, as read from the CSV.
+        shipped: the shipped artifact's name (``<model>.<kind>``), ringed in both panels.
+        limit: a vertical line at this many bytes (the course's 300,000-byte limit).
+    """
+    if not rows:
+        raise ValueError("tradeoff: no rows (plots/prune.csv is empty)")
+    fig, (by_ax, mac_ax) = _figure(2)
+    acc = [_float(r["test_acc"]) for r in rows]
+    kind = rows[-1].get("kind", "")
+    for ax, field, label in ((by_ax, "bytes", f"bytes on disk of the {kind} artifact (log scale)"),
+                             (mac_ax, "macs", "MACs per image (log scale)")):
+        x = [_float(r.get(field)) for r in rows]
+        ax.plot(x, acc, marker="o", color="tab:purple", label="prune rounds", zorder=2)
+        ax.scatter(x[:1], acc[:1], marker="s", s=70, color="tab:blue", label=f"unpruned: {rows[0]['model']}", zorder=3)
+        for r, xi, yi in zip(rows, x, acc):
+            ax.annotate(str(r["round"]), (xi, yi), xytext=(3, 4), textcoords="offset points", fontsize=7)
+        ship = next((i for i, r in enumerate(rows) if f"{r['model']}.{r.get('kind')}" == shipped), None)
+        if ship is not None:
+            ax.scatter([x[ship]], [acc[ship]], s=260, facecolors="none", edgecolors="black", linewidths=1.5,
+                       label=f"shipped: {shipped}", zorder=4)
+        if field == "bytes":
+            ax.axvline(limit, color="tab:red", linestyle="--", linewidth=1, label=f"course limit {limit:,} B")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    by_ax.set_ylabel("test accuracy")
+    by_ax.set_title("Accuracy vs bytes (numbers: round)")
+    mac_ax.set_title("Accuracy vs compute")
+    by_ax.legend(fontsize=7, loc="lower right")
+    return fig
 
 
 @_styled
@@ -300,6 +340,7 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
             ``confusion.png`` is not drawn.
     """
     figures = {
+        "tradeoff.png": tradeoff(prune_csv_rows, shipped_name(ev, shipped)),
         "acc_vs_bytes.png": accuracy_vs_bytes(ev, shipped),
         "prune_rounds.png": prune_rounds(prune_csv_rows),
         "latency.png": latency(lat, batch_sizes),

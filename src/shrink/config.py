@@ -342,7 +342,8 @@ class PruneParams:
 
 @dataclass(frozen=True)
 class QuantizeParams:
-    models: list[str] = field(default_factory=lambda: ["distill"])  # checkpoints to quantize (one stage each)
+    # fp32 models to quantize besides the prune rounds (every round is quantized by its own quantize-round stage)
+    models: list[str] = field(default_factory=lambda: ["distill"])
     calibration_images: int = 512  # training images that calibrate int8 activation ranges
 
     def __post_init__(self) -> None:
@@ -359,7 +360,8 @@ class EvaluateParams:
     warmup: int = 3  # untimed runs first
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
     ship: Literal["auto", "int8w", "int8", "uint8", "fp16"] = "auto"  # auto: the rule in evaluate.py's doc
-    max_drop: float = 0.5  # points of test accuracy an artifact may lose against its fp32 parent to ship
+    # points of VALIDATION accuracy an artifact may lose against the unpruned distilled student and still ship
+    max_drop: float = 0.5
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads", self.threads, "must be >= 1")
@@ -401,8 +403,11 @@ class Params:
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
                 raise FieldError(f"prune.rounds.{name}.parent", f"{r.parent!r} is not a model to prune "
                                  f"(use student, distill or another round's name)")
-        known = {"teacher", "student", "distill", *rounds}
+        known = {"teacher", "student", "distill"}
         for i, m in enumerate(self.quantize.models):
+            if m in rounds:
+                raise FieldError(f"quantize.models[{i}]", f"{m!r} is a prune round: every round is quantized by "
+                                 f"its own quantize-round@{m} stage already; remove it from the list")
             if m not in known:
                 raise FieldError(f"quantize.models[{i}]", f"no model named {m!r} (known: {', '.join(sorted(known))})")
 
@@ -410,6 +415,11 @@ class Params:
     def fp32_models(self) -> list[str]:
         """Every fp32 checkpoint the pipeline makes, in pipeline order."""
         return ["teacher", "student", "distill", *self.prune.rounds]
+
+    @property
+    def quantized_models(self) -> list[str]:
+        """Every model with quantized artifacts, in pipeline order: ``quantize.models``, then every round."""
+        return [m for m in self.fp32_models if m in self.quantize.models or m in self.prune.rounds]
 
 
 def _registry() -> Any:

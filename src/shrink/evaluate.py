@@ -5,14 +5,17 @@ Rows, all loaded through ``shrink.runtime.load_runtime`` and timed by its one in
 * every fp32 checkpoint (teacher, student, distill, prune rounds) in PyTorch eager, **and** exported to
   ONNX and run by ORT fp32 (``<model>.ort``), so the report shows what each compression step bought over
   simply changing runtime;
-* every quantized artifact of the models in ``quantize.models`` (``<model>.<kind>``, kinds fp16, uint8,
-  int8, int8w), each in the runtime that suits it (the ``runtime`` column says which).
+* every quantized artifact of every prune round and of the models in ``quantize.models``
+  (``<model>.<kind>``, kinds fp16, uint8, int8, int8w), each in the runtime that suits it (the ``runtime``
+  column says which).
+
+Each row has its validation accuracy (what the ship rule reads) and its test accuracy (what is reported).
 
 Figures split in three files so that ``dvc metrics diff`` and ``dvc exp show`` show what a change did:
 
-* ``metrics/summary.json`` — the stage's only metrics file (``headline``): test accuracy and bytes of
-  every quantized artifact of the final model, and the shipped artifact's name, bytes, test accuracy,
-  accuracy change against its fp32 parent and MACs per image. Deterministic: a rerun with the same
+* ``metrics/summary.json`` — the stage's only metrics file (``headline``): the shipped artifact's name,
+  bytes, validation and test accuracy, test accuracy against ``distill`` and MACs per image (every round's
+  figures are in ``plots/prune.csv``, the trade-off curve). Deterministic: a rerun with the same
   inputs gives the same file, so a diff lists only what a change caused;
 * ``metrics/evaluate.json`` — a plain output, every row: kind, runtime, test accuracy, parameters,
   bytes, size ratio and accuracy change against the teacher and against the fp32 source, and the
@@ -28,22 +31,24 @@ The shipped artifact is also written to a stable place, ``shipped/model.onnx`` w
 as the ``artifacts:`` entry ``shrink-classifier``. ``plots/confusion.csv`` holds its (actual, predicted)
 class on every test image.
 
-What ships (``choose_shipped``), when ``evaluate.ship`` is ``auto``: among the quantized artifacts of the
-final model (the last of ``quantize.models``),
+What ships (``choose_shipped``): among the quantized artifacts of the unpruned distilled student (when
+``quantize.models`` lists ``distill``, as by default) and of every prune round,
 
-1. *accurate*: test accuracy >= its fp32 parent's minus ``evaluate.max_drop`` points;
-2. *fast*: at every batch size, min latency within 10 % of the fastest runtime of that network measured
-   (the accurate artifacts, the parent in PyTorch eager and the parent in ORT fp32); on a busy machine the
-   band widens to the fastest runtime's own spread (its median / min), since closer runtimes are not told
-   apart by the measurement;
+1. *accurate*: **validation** accuracy >= the fp32 ``distill`` checkpoint's validation accuracy minus
+   ``evaluate.max_drop`` points;
+2. *fast*: at every batch size, min latency within 10 % of the fastest runtime of its own network (its
+   accurate artifacts, its fp32 net in PyTorch eager and in ORT fp32) **and** of ``distill.ort``, the
+   unpruned student in ORT fp32 (what a user gets for free); on a busy machine each band widens to the
+   faster runtime's own spread (its median / min), since closer runtimes are not told apart;
 3. ship the smallest file among those passing both; equal sizes go to the order int8w, int8, uint8, fp16.
 
 Fallbacks: no artifact passes both -> the fastest accurate one (min latency at the largest batch); none is
-accurate -> the most accurate one. Latency only decides through a 10 % band, on the *min* of the
-repeats (the least noisy statistic on a shared machine): the kinds this pipeline makes are either at the
-fp32 speed of ORT (int8w) or well outside the band (uint8 and fp16 run dequantized in PyTorch eager,
-several times slower), so noise does not flip the choice; a run where it does is visible in
-``latency.json``'s ``shipped.latency_verdicts``. ``evaluate.ship: <kind>`` forces that kind of the final model.
+accurate -> the most accurate one on validation. No test label decides anything (a test permutes them):
+the test accuracy of what ships is reported, as the test split is there for. Latency decides through a
+10 % band on the *min* of the repeats (the least noisy statistic on a shared machine); a deep round's
+artifacts run well inside both bands, so noise does not move the choice; a run where it does is visible
+in ``latency.json``'s ``shipped.latency_verdicts``. ``evaluate.ship: <kind>`` ships the smallest accurate
+artifact of that kind (timings decide nothing then; none accurate -> the most accurate of that kind).
 """
 from __future__ import annotations
 
@@ -125,11 +130,17 @@ def accuracy(runner: Callable[[torch.Tensor], torch.Tensor], data: Split, norm, 
     return (pred == data.labels).float().mean().item(), pred
 
 
-def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: EvaluateParams) -> tuple[dict, dict, Timing]:
-    """Evaluate every entry; returns (evaluate metrics, latency metrics, the timing)."""
+def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: EvaluateParams,
+            val: Split | None = None) -> tuple[dict, dict, Timing]:
+    """Evaluate every entry; returns (evaluate metrics, latency metrics, the timing).
+
+    ``val``: the validation split, whose accuracy (``val_acc``) is what the ship rule reads; the test
+    accuracy is reported, never used to decide.
+    """
     torch.set_num_threads(p.threads)
     norm = normalizer(meta)
     acc = {e.name: accuracy(e.run, test, norm)[0] for e in entries}
+    val_acc = {e.name: accuracy(e.run, val, norm)[0] for e in entries} if val is not None else {}
     teacher = next((e for e in entries if e.name == "teacher"), entries[0])
     ev: dict[str, dict[str, Any]] = {}
     for e in entries:
@@ -137,6 +148,7 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
             "kind": e.kind,
             "runtime": e.run.label,
             "test_acc": round(acc[e.name], 6),
+            **({"val_acc": round(val_acc[e.name], 6)} if val_acc else {}),
             "params": e.params,
             "bytes": e.bytes,
             "size_ratio_vs_teacher": round(teacher.bytes / e.bytes, 2),
@@ -173,55 +185,89 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
     return ev, lat, timing
 
 
-def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]], final: str,
-                   p: EvaluateParams) -> tuple[str, str, dict[str, Any]]:
-    """(row name, rule, per-candidate verdicts) of the artifact that ships; the rule is in the module doc."""
-    kinds = [k for k in SHIP_KINDS if f"{final}.{k}" in ev]
-    if not kinds:
-        raise ValueError(f"no quantized artifact of {final} to ship (expected models/quantized/{final}.*)")
-    if p.ship != "auto":
-        if p.ship not in kinds:
-            raise ValueError(f"evaluate.ship: {final} has no {p.ship} artifact")
-        return f"{final}.{p.ship}", f"forced: evaluate.ship = {p.ship}", {}
-    parent_acc = ev[final]["test_acc"]
-    cands = [f"{final}.{k}" for k in kinds]
-    accurate = [c for c in cands if ev[c]["test_acc"] >= parent_acc - p.max_drop / 100 - 1e-9]
-    refs = accurate + [n for n in (final, f"{final}.ort") if n in lat]
+def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]], sources: list[str],
+                   p: EvaluateParams, reference: str = "distill") -> tuple[str, str, dict[str, Any]]:
+    """(row name, rule, per-candidate verdicts) of the artifact that ships; the rule is in the module doc.
+
+    Reads validation accuracies (``ev[...]["val_acc"]``), bytes and latencies only: no test figure decides.
+
+    Args:
+        ev: every row (``metrics/evaluate.json``); lat: every row's timings (``metrics/latency.json``).
+        sources: the fp32 models whose quantized artifacts compete (the reference and every prune round).
+        p: ``evaluate`` params (``ship``, ``max_drop``, ``batch_sizes``).
+        reference: the unpruned student: the accuracy bar is its fp32 validation accuracy, the speed bar its
+            ORT fp32 export (``<reference>.ort``, when measured).
+    """
+    kinds = SHIP_KINDS if p.ship == "auto" else (p.ship,)
+    cands = [f"{s}.{k}" for s in sources for k in kinds if f"{s}.{k}" in ev]
+    if not cands:
+        raise ValueError(f"no {'quantized' if p.ship == 'auto' else p.ship} artifact of {', '.join(sources)} to "
+                         f"ship (expected models/quantized/<model>.*)")
+    order = {c: (SHIP_KINDS.index(c.rsplit('.', 1)[1]), i) for i, c in enumerate(cands)}
+    bar = ev[reference]["val_acc"] - p.max_drop / 100
+    accurate = [c for c in cands if ev[c]["val_acc"] >= bar - 1e-9]
     bs = p.batch_sizes
-    fastest = {b: min(refs, key=lambda n: lat[n][f"min_b{b}_ms"]) for b in bs}
-    # the band widens by the fastest runtime's own spread (median / min): on a busy machine two runtimes
-    # whose samples overlap are not told apart, so noise cannot make an equally fast artifact "slow"
-    band = {b: max(FAST_BAND, lat[f][f"latency_b{b}_ms"] / lat[f][f"min_b{b}_ms"]) for b, f in fastest.items()}
+
+    def band(name: str, b: int) -> float:
+        # the band widens by the faster runtime's own spread (median / min): on a busy machine two runtimes
+        # whose samples overlap are not told apart, so noise cannot make an equally fast artifact "slow"
+        return max(FAST_BAND, lat[name][f"latency_b{b}_ms"] / lat[name][f"min_b{b}_ms"])
+
+    ref_ort = f"{reference}.ort" if f"{reference}.ort" in lat else None
     verdicts = {}
     for c in cands:
-        slow = {b: round(lat[c][f"min_b{b}_ms"] / lat[fastest[b]][f"min_b{b}_ms"], 3) for b in bs}
-        verdicts[c] = {"accurate": c in accurate, "fast": all(v <= band[b] for b, v in slow.items()),
-                       **{f"b{b}_vs_fastest": v for b, v in slow.items()},
-                       **{f"b{b}_band": round(band[b], 3) for b in bs}}
-    passing = [c for c in cands if verdicts[c]["accurate"] and verdicts[c]["fast"]]
-    order = {c: i for i, c in enumerate(cands)}
+        src = c.rsplit(".", 1)[0]
+        # the runtimes of the same network: its accurate artifacts, its fp32 net in eager and in ORT
+        own = [n for n in (*(a for a in accurate if a.rsplit(".", 1)[0] == src), src, f"{src}.ort") if n in lat]
+        own = own or [c]
+        v: dict[str, Any] = {"val_acc": ev[c]["val_acc"], "accurate": c in accurate}
+        fast = True
+        for b in bs:
+            key = f"min_b{b}_ms"
+            best = min(own, key=lambda n: lat[n][key])
+            v[f"b{b}_vs_fastest"] = round(lat[c][key] / lat[best][key], 3)
+            fast &= v[f"b{b}_vs_fastest"] <= band(best, b)
+            if ref_ort:
+                v[f"b{b}_vs_{ref_ort}"] = round(lat[c][key] / lat[ref_ort][key], 3)
+                fast &= v[f"b{b}_vs_{ref_ort}"] <= band(ref_ort, b)
+        v["fast"] = bool(fast)
+        verdicts[c] = v
     pct = f"{(FAST_BAND - 1) * 100:.0f} %"
+    if p.ship != "auto":  # a kind the user asked for: the smallest accurate one, timings decide nothing
+        passing = [c for c in cands if verdicts[c]["accurate"]]
+        if passing:
+            name = min(passing, key=lambda c: (ev[c]["bytes"], order[c]))
+            return name, (f"the smallest {p.ship} artifact (evaluate.ship) whose validation accuracy is within "
+                          f"{p.max_drop:g} points of {reference}'s ({ev[reference]['val_acc']:.4f})"), verdicts
+        name = max(cands, key=lambda c: (ev[c]["val_acc"], -ev[c]["bytes"]))
+        return name, (f"fallback: no {p.ship} artifact (evaluate.ship) within {p.max_drop:g} validation points of "
+                      f"{reference}; the most accurate one"), verdicts
+    passing = [c for c in cands if verdicts[c]["accurate"] and verdicts[c]["fast"]]
     if passing:
         name = min(passing, key=lambda c: (ev[c]["bytes"], order[c]))
-        rule = (f"auto: the smallest artifact of {final} within {p.max_drop:g} points of its fp32 test accuracy "
-                f"and within {pct} (or the measured spread) of the fastest min latency at batch {', '.join(map(str, bs))}")
+        rule = (f"the smallest artifact whose validation accuracy is within {p.max_drop:g} points of {reference}'s "
+                f"({ev[reference]['val_acc']:.4f}) and whose min latency at batch {', '.join(map(str, bs))} is within "
+                f"{pct} (or the measured spread) of the fastest runtime of its network"
+                + (f" and of `{ref_ort}`" if ref_ort else ""))
     elif accurate:
         name = min(accurate, key=lambda c: (lat[c][f"min_b{max(bs)}_ms"], order[c]))
-        rule = f"auto fallback: no artifact of {final} accurate and fast; the fastest accurate one at batch {max(bs)}"
+        rule = f"fallback: no artifact both accurate and fast; the fastest accurate one at batch {max(bs)}"
     else:
-        name = max(cands, key=lambda c: (ev[c]["test_acc"], -order[c]))
-        rule = f"auto fallback: no artifact of {final} within {p.max_drop:g} points; the most accurate one"
+        name = max(cands, key=lambda c: (ev[c]["val_acc"], -ev[c]["bytes"]))
+        rule = f"fallback: no artifact within {p.max_drop:g} validation points of {reference}; the most accurate one"
     return name, rule, verdicts
 
 
 def shipped_sections(name: str, rule: str, verdicts: dict, entries: list[Entry], ev: dict, lat: dict,
-                     p: EvaluateParams) -> tuple[dict[str, Any], dict[str, Any]]:
+                     p: EvaluateParams, reference: str = "distill") -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``shipped`` sections of evaluate.json (deterministic) and latency.json (timings)."""
     e = next(x for x in entries if x.name == name)
     det = {"name": name, "artifact": str(e.run.path), "kind": e.kind, "runtime": e.run.label, "bytes": e.bytes,
-           "test_acc": ev[name]["test_acc"], "parent": e.source, "acc_vs_parent": ev[name].get("acc_vs_source"),
+           "val_acc": ev[name]["val_acc"], "test_acc": ev[name]["test_acc"], "parent": e.source,
+           "acc_vs_parent": ev[name].get("acc_vs_source"), "reference": reference,
+           "test_acc_vs_reference": round(ev[name]["test_acc"] - ev[reference]["test_acc"], 6),
            # the rule's *name* only: which branch of it applied depends on the timings, so that goes to latency.json
-           "rule": "auto" if p.ship == "auto" else f"forced: evaluate.ship = {p.ship}"}
+           "rule": "auto" if p.ship == "auto" else f"evaluate.ship = {p.ship}"}
     timing: dict[str, Any] = {"name": name, "latency_rule_applied": rule}
     for b in p.batch_sizes:
         timing[f"latency_b{b}_ms"] = lat[name][f"latency_b{b}_ms"]
@@ -237,13 +283,14 @@ def report_markdown(ev: dict, lat: dict, p: EvaluateParams, shipped: dict[str, A
     """The comparison table of every model (each row names its runtime), as markdown."""
     bs = p.batch_sizes
     ref = REFERENCE if REFERENCE in lat else None
-    head = ["model", "kind", "runtime", "test acc", "Δ vs teacher", "params", "bytes", "× smaller"]
+    head = ["model", "kind", "runtime", "val acc", "test acc", "Δ vs teacher", "params", "bytes", "× smaller"]
     head += [f"b{b} ms" for b in bs] + [f"b{b} × vs teacher" for b in bs]
     head += [f"b{b} × vs `{ref}`" for b in bs] if ref else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in ev.items():
         l = lat.get(name, {})
-        cells = [f"`{name}`", r["kind"], r["runtime"], f"{r['test_acc']:.4f}", f"{r['acc_vs_teacher'] * 100:+.2f} pt",
+        val = f"{r['val_acc']:.4f}" if "val_acc" in r else ""
+        cells = [f"`{name}`", r["kind"], r["runtime"], val, f"{r['test_acc']:.4f}", f"{r['acc_vs_teacher'] * 100:+.2f} pt",
                  f"{r['params']:,}", f"{r['bytes']:,}", f"{r['size_ratio_vs_teacher']:.1f}"]
         cells += [f"{l.get(f'latency_b{b}_ms', float('nan')):.3f}" for b in bs]
         cells += [f"{l.get(f'speedup_b{b}_vs_teacher', float('nan')):.1f}" for b in bs]
@@ -251,7 +298,7 @@ def report_markdown(ev: dict, lat: dict, p: EvaluateParams, shipped: dict[str, A
         lines.append("| " + " | ".join(cells) + " |")
     s = lat.get("_setup", {})
     s = {**s, **s.get("latency_machine", {})}
-    lines += ["", f"Test split; latency: median of {s.get('repeats')} interleaved samples after {s.get('warmup')} "
+    lines += ["", f"What ships is chosen on the validation split; test accuracy is reported only. Latency: median of {s.get('repeats')} interleaved samples after {s.get('warmup')} "
                   f"warm-up runs, {s.get('threads')} threads, {s.get('image_size')} px input; ratios against models "
                   f"measured in the same run. `<model>.ort` is the fp32 checkpoint exported to ONNX and run by ONNX "
                   f"Runtime (ORT): the gain of changing runtime alone. Load average {s.get('load_before')} before, "
@@ -259,8 +306,9 @@ def report_markdown(ev: dict, lat: dict, p: EvaluateParams, shipped: dict[str, A
     lines += [f"", *(f"> **Warning:** {w}" for w in s.get("warnings", []))]
     if shipped:
         lines += ["", f"**Shipped:** `{shipped['artifact']}` ({shipped['kind']}, {shipped['runtime']}, "
-                      f"{shipped['bytes']:,} B, test acc {shipped['test_acc']:.4f}, "
-                      f"{(shipped['acc_vs_parent'] or 0) * 100:+.2f} pt vs `{shipped['parent']}`). Rule: {shipped['rule']}."]
+                      f"{shipped['bytes']:,} B, val acc {shipped['val_acc']:.4f}, test acc {shipped['test_acc']:.4f}: "
+                      f"{shipped['test_acc_vs_reference'] * 100:+.2f} pt vs `{shipped['reference']}`). "
+                      f"Rule: {shipped['rule']} (the branch applied is in `metrics/latency.json`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -293,32 +341,48 @@ def models_plot(ev: dict[str, dict[str, Any]]) -> str:
     return csv_text(rows, ["model", "kind", "bytes", "test_acc"])
 
 
-def prune_plot(ev: dict[str, dict[str, Any]], round_metrics: dict[str, dict[str, Any]], parent: str = "distill") -> str:
-    """CSV for the accuracy-per-round plot; round 0 is the unpruned ``parent``."""
-    rows = [{"round": 0, "model": parent, "width": 1.0, "params": ev[parent]["params"],
-             "test_acc": ev[parent]["test_acc"], "val_acc_after_cut": ""}]
-    for i, (name, m) in enumerate(round_metrics.items(), start=1):
-        rows.append({"round": i, "model": name, "width": m["width"], "params": ev[name]["params"],
-                     "test_acc": ev[name]["test_acc"], "val_acc_after_cut": m["val_acc_after_cut"]})
-    return csv_text(rows, ["round", "model", "width", "params", "test_acc", "val_acc_after_cut"])
+PRUNE_FIELDS = ["round", "model", "width", "params", "macs", "kind", "bytes", "val_acc", "test_acc", "fp32_test_acc",
+                "val_acc_after_cut"]
 
 
-def headline(ev: dict[str, dict[str, Any]], final: str, macs: int | None) -> dict[str, Any]:
-    """The metrics of the evaluate stage (``metrics/summary.json``): deterministic figures only.
+def prune_plot(ev: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], kind: str | None,
+               parent: str = "distill") -> str:
+    """CSV of the trade-off over the rounds (``plots/prune.csv``); round 0 is the unpruned ``parent``.
+
+    One row per model: its width, parameters, MACs per image, and its ``kind`` artifact (the shipped
+    artifact's kind): bytes, validation and test accuracy; ``fp32_test_acc`` is the checkpoint's own.
+    Without an artifact of that kind (e.g. ``parent`` not in ``quantize.models``) the row has the fp32
+    checkpoint's figures and its state_dict bytes.
+
+    Args:
+        ev: every row (``metrics/evaluate.json``).
+        runs: ``<model>.run.json`` of ``parent`` and of every round, in pipeline order.
+        kind: the shipped artifact's kind (None: the fp32 rows).
+        parent: the unpruned model (round 0).
+    """
+    rows = []
+    for i, (name, m) in enumerate(runs.items()):
+        art = ev.get(f"{name}.{kind}") or ev[name]
+        rows.append({"round": i, "model": name, "width": m.get("width", 1.0), "params": ev[name]["params"],
+                     "macs": m.get("macs", ""), "kind": art["kind"], "bytes": art["bytes"],
+                     "val_acc": art.get("val_acc", ""), "test_acc": art["test_acc"],
+                     "fp32_test_acc": ev[name]["test_acc"], "val_acc_after_cut": m.get("val_acc_after_cut", "")})
+    return csv_text(rows, PRUNE_FIELDS)
+
+
+def headline(ev: dict[str, dict[str, Any]], macs: int | None) -> dict[str, Any]:
+    """The metrics of the evaluate stage (``metrics/summary.json``): the shipped artifact's figures, all
+    deterministic (every round's figures are in ``plots/prune.csv`` and ``metrics/evaluate.json``).
 
     Args:
         ev: every row and the ``shipped`` section (``metrics/evaluate.json``).
-        final: the model whose artifacts compete to ship (the last of ``quantize.models``).
         macs: multiply-accumulates per image of the shipped artifact's network (its fp32 parent's).
     """
-    artifacts = {k: {"test_acc": ev[f"{final}.{k}"]["test_acc"], "bytes": ev[f"{final}.{k}"]["bytes"]}
-                 for k in SHIP_KINDS if f"{final}.{k}" in ev}
-    out: dict[str, Any] = {"artifacts": artifacts}
-    if "shipped" in ev:
-        s = ev["shipped"]
-        out["shipped"] = {"name": s["name"], "bytes": s["bytes"], "test_acc": s["test_acc"],
-                          "acc_vs_parent": s["acc_vs_parent"], "macs": macs}
-    return out
+    if "shipped" not in ev:
+        return {}
+    s = ev["shipped"]
+    return {"shipped": {"name": s["name"], "bytes": s["bytes"], "val_acc": s["val_acc"], "test_acc": s["test_acc"],
+                        "test_acc_vs_distill": s["test_acc_vs_reference"], "macs": macs}}
 
 
 def write_shipped(entry: Entry, folder: str | Path) -> dict[str, Any]:
@@ -377,22 +441,23 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         live: the dvclive folder of teacher/student/distill (training curves); charts: folder of PNG charts.
         shipped: folder for the shipped artifact (``model.onnx``, ``model.json``).
     """
-    p, rounds, quantized = params.evaluate, list(params.prune.rounds), params.quantize.models
+    p, rounds, quantized = params.evaluate, list(params.prune.rounds), params.quantized_models
     meta = load_meta(data)
     with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
-        entries = collect(Path(models), ["teacher", "student", "distill", *rounds], quantized, p.threads, Path(tmp))
+        entries = collect(Path(models), params.fp32_models, quantized, p.threads, Path(tmp))
         test = load_split(data, "test")
-        ev, lat, _ = compare(entries, test, meta, p)
+        ev, lat, _ = compare(entries, test, meta, p, val=load_split(data, "val"))
         ship = None
-        if quantized:
-            name, rule, verdicts = choose_shipped(ev, lat, quantized[-1], p)
+        sources = [m for m in quantized if m in ("distill", *rounds)]  # the unpruned student and every round
+        if sources:
+            name, rule, verdicts = choose_shipped(ev, lat, sources, p)
             ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
             ship = next(e for e in entries if e.name == name)
         rows = {k: v for k, v in ev.items() if k != "shipped"}
-        # each round's width and accuracy right after the cut: the details file beside its checkpoint
-        rounds_metrics = {name: read_json(Path(models) / f"{name}.run.json") for name in rounds}
-        macs = read_json(Path(models) / f"{ship.source}.run.json").get("macs") if ship else None
-        summary = headline(ev, quantized[-1], macs) if quantized else {}
+        # each model's run details (width, accuracy right after the cut, MACs): the file beside its checkpoint
+        runs = {name: read_json(Path(models) / f"{name}.run.json") for name in ("distill", *rounds)}
+        macs = runs[ship.source].get("macs") if ship else None
+        summary = headline(ev, macs)
         text = "# shrink report\n\n" + report_markdown(rows, lat, p, ev.get("shipped"))
         if ship:
             t = lat["shipped"]
@@ -412,7 +477,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         if ship:
             confusion = confusion_csv(meta["classes"], test.labels, predict_classes(ship.run, test.images,
                                                                                     normalizer(meta)))
-        prune_csv = prune_plot(rows, rounds_metrics)
+        prune_csv = prune_plot(rows, runs, ship.kind if ship else None)
         curves = read_live_curves(live)
         if ship:
             write_shipped(ship, shipped)

@@ -36,8 +36,6 @@ def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
             r["epochs"] = 1
         raw["prune"]["rounds"] = kept
         raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
-        if isinstance(raw.get("quantize"), dict) and "models" in raw["quantize"]:
-            raw["quantize"]["models"] = ["distill", list(kept)[-1]]  # the last round that remains
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(raw.get(key), dict):
             raw[key].update({k: v for k, v in section.items() if k in raw[key]})
