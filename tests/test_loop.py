@@ -57,6 +57,16 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
     assert 5 <= len(metric_cols) <= 40, metric_cols
     assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
 
+    # the trade-off as DVC plots: `dvc plots diff` of the baseline and the experiment draws a curve for each
+    exp = dvc(proj, "exp", "list", "--name-only").stdout.split()[0]
+    plots = json.loads(dvc(proj, "plots", "diff", "HEAD", exp, "--json").stdout)["data"]
+    rounds = yaml.safe_load((proj / "params.yaml").read_text())["prune"]["rounds"]
+    for title in ("trade-off (accuracy vs bytes)", "trade-off (accuracy vs MACs)"):
+        (plot,) = plots[title]
+        values = plot["content"]["data"]["values"]
+        assert plot["revisions"] == ["HEAD", exp] and len(values) == 2 * (1 + len(rounds)), title
+        assert [v["model"] for v in values if v["rev"] == exp] == ["distill", *rounds]
+
 
 def _photos(proj: Path, folder: Path, n: int = 12) -> list[Path]:
     """Test images of the project as photo files (PNG and JPEG, upscaled), so the predictions vary."""

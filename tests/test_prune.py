@@ -521,6 +521,25 @@ def test_rounded_rounds_stay_aligned_bounded_and_exact(mode, round_to):
             assert all(abs(g - e) <= round_to // 2 for g, e in zip(got, exact)), (w, got, exact)
 
 
+def test_the_documented_course_schedule_is_the_one_these_parity_tests_use():
+    """docs/prune-schedule.md's params block is the course's schedule: the widths COURSE_SCHEDULE (checked
+    against the course's own code above), a chain from distill, exact widths; and params.yaml accepts it."""
+    import yaml
+
+    from shrink.config import validate
+
+    root = Path(__file__).resolve().parents[1]
+    block = (root / "docs/prune-schedule.md").read_text().split("```yaml\n# the course's schedule\n")[1].split("```")[0]
+    prune = yaml.safe_load(block)["prune"]
+    rounds = prune["rounds"]
+    assert [r["width"] for r in rounds.values()] == pytest.approx(COURSE_SCHEDULE, rel=1e-12)
+    assert [r["parent"] for r in rounds.values()] == ["distill", *list(rounds)[:-1]]
+    assert prune["round_to"] == 1 and all(r["epochs"] == 1 for r in rounds.values())
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["prune"].update(prune)
+    assert validate(raw).prune.rounds["prune_5"].width == pytest.approx(0.95 ** 5)
+
+
 def test_default_rounds_widths():
     """The documented sequence at the defaults (round_to 8, layer mode): nearest multiples of the course's widths."""
     model = StudentNet()

@@ -24,17 +24,18 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "weights", ".dvcign
 
 def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
-    three pruning rounds, one process per stage. The tests' tiny projects use this same function."""
+    a chain of three pruning rounds, one process per stage. The tests' tiny projects use this same function."""
     raw["data"]["limit"] = 300
     raw["data"]["image_size"] = 16
     for name in ("teacher", "student", "distill"):  # one process: torchrun's start-up would dominate
         raw[name]["train"].update(epochs=1, batch_size=64, nproc=1)
     if "prune" in raw:
-        rounds = raw["prune"]["rounds"]
-        kept = dict(list(rounds.items())[:3])
-        for r in kept.values():
-            r["epochs"] = 1
-        raw["prune"]["rounds"] = kept
+        # a chain of three one-epoch rounds at the default's three widest widths, whatever the default's shape
+        # (its rounds may each cut distill): the tests check that editing a round reruns the rounds below it
+        widths = sorted((r["width"] for r in raw["prune"]["rounds"].values()), reverse=True)[:3]
+        names = [f"prune_{i}" for i in range(1, len(widths) + 1)]
+        raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1}
+                                  for n, parent, w in zip(names, ["distill", *names], widths)}
         raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(raw.get(key), dict):
