@@ -42,6 +42,8 @@ def test_one_round_alone_is_what_a_round_records():
     ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, int8w"),
     ({"evaluate": {"batch_sizes": []}}, "params.yaml: evaluate.batch_sizes: must be a non-empty list"),
     ({"quantize": {"models": ["nope"]}}, "params.yaml: quantize.models[0]: no model named 'nope'"),
+    ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}}, "quantize": {"models": ["distill", "r1"]}},
+     "params.yaml: quantize.models[1]: 'r1' is a prune round: every round is quantized by its own quantize-round@r1"),
     ({"seed": -1}, "params.yaml: seed: must be a non-negative integer"),
 ])
 def test_every_error_names_section_and_key_in_one_style(raw, message):

@@ -589,7 +589,7 @@ def test_round_to_params():
     assert PruneParams().round_to == 8
     assert from_dict(PruneParams, {"round_to": 16}, "prune").round_to == 16
     repo = load_params(Path(__file__).resolve().parents[1] / "params.yaml").prune
-    assert (repo.mode, repo.min_channels, repo.blocks) == ("layer", 8, list(PRUNABLE_BLOCKS))
+    assert (repo.mode, repo.min_channels, repo.blocks) == ("global", 8, list(PRUNABLE_BLOCKS))
     for bad in (0, -8):
         with pytest.raises(ValueError, match="prune.round_to"):
             from_dict(PruneParams, {"round_to": bad}, "prune")
