@@ -233,8 +233,8 @@ def test_sections_1_and_2_report_what_evaluate_measured(tmp_path):
                  torch.randint(0, 3, (32,), generator=g))
     meta = {"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 8, "classes": ["a", "b", "c"]}
     p = EvaluateParams(repeats=3, warmup=0, batch_sizes=[1, 64], max_drop=100)
-    ev, lat, _ = compare(entries, test, meta, p)
-    name, rule, verdicts = choose_shipped(ev, lat, "prune_1", p)
+    ev, lat, _ = compare(entries, test, meta, p, val=test)
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_1"], p)
     ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/evaluate.json").write_text(json.dumps(ev))

@@ -534,7 +534,7 @@ def test_the_documented_course_schedule_is_the_one_these_parity_tests_use():
     rounds = prune["rounds"]
     assert [r["width"] for r in rounds.values()] == pytest.approx(COURSE_SCHEDULE, rel=1e-12)
     assert [r["parent"] for r in rounds.values()] == ["distill", *list(rounds)[:-1]]
-    assert prune["round_to"] == 1 and all(r["epochs"] == 1 for r in rounds.values())
+    assert prune["round_to"] == 1 and prune["mode"] == "layer" and all(r["epochs"] == 1 for r in rounds.values())
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["prune"].update(prune)
     assert validate(raw).prune.rounds["prune_5"].width == pytest.approx(0.95 ** 5)
