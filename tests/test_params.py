@@ -23,7 +23,7 @@ def test_the_repo_params_load_into_one_typed_object():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert isinstance(p, Params) and dataclasses.is_dataclass(p.prune.finetune.train)
     assert list(p.prune.rounds) == list(raw["prune"]["rounds"])
-    assert p.prune.rounds["prune_3"].width == raw["prune"]["rounds"]["prune_3"]["width"]
+    assert p.prune.rounds["prune_2"].width == raw["prune"]["rounds"]["prune_2"]["width"]
     assert p.fp32_models == ["teacher", "student", "distill", *raw["prune"]["rounds"]]
     assert tuple(p.prune.blocks) == PRUNABLE_BLOCKS  # config's default blocks are the registry's
 
