@@ -19,7 +19,7 @@ import functools
 
 import matplotlib.style
 from matplotlib.figure import Figure
-from matplotlib.ticker import StrMethodFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, StrMethodFormatter
 
 from .io import atomic_path
 
@@ -145,7 +145,7 @@ def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int 
     acc = [_float(r["test_acc"]) for r in rows]
     kind = rows[-1].get("kind", "")
     for ax, field, label in ((by_ax, "bytes", f"bytes on disk of the {kind} artifact (log scale)"),
-                             (mac_ax, "macs", "MACs per image (log scale)")):
+                             (mac_ax, "macs", "MACs per image")):
         x = [_float(r.get(field)) for r in rows]
         ax.plot(x, acc, marker="o", color="tab:purple", label="prune rounds", zorder=2)
         ax.scatter(x[:1], acc[:1], marker="s", s=70, color="tab:blue", label=f"unpruned: {rows[0]['model']}", zorder=3)
@@ -157,13 +157,18 @@ def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int 
                        label=f"shipped: {shipped}", zorder=4)
         if field == "bytes":
             ax.axvline(limit, color="tab:red", linestyle="--", linewidth=1, label=f"course limit {limit:,} B")
-        ax.set_xscale("log")
+        if field == "bytes":
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
+        else:  # MACs span less than a decade: a linear axis with readable numbers
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     by_ax.set_ylabel("test accuracy")
     by_ax.set_title("Accuracy vs bytes (numbers: round)")
     mac_ax.set_title("Accuracy vs compute")
-    by_ax.legend(fontsize=7, loc="lower right")
+    by_ax.legend(fontsize=7, loc="best")
     return fig
 
 
