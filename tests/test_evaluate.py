@@ -131,8 +131,9 @@ def _lat(b1: float, b64: float, spread: float = 1.02) -> dict[str, float]:
 SIZES = {"int8w": 185_000, "int8": 230_000, "uint8": 180_000, "fp16": 400_000}
 ACCS = {"int8w": 0.899, "int8": 0.897, "uint8": 0.898, "fp16": 0.90}
 # "net" is the model's fp32 net in eager PyTorch, "net.<kind>" its artifacts
+# (distill.ort runs at 0.2 / 2.6 ms: int8 QDQ beats it at batch 1 only, as on the default data)
 MINS = {"net": (1.0, 9.0), "net.ort": (0.10, 1.30), "net.int8w": (0.104, 1.35),
-        "net.int8": (0.12, 2.5), "net.uint8": (1.0, 9.0), "net.fp16": (1.0, 9.0)}
+        "net.int8": (0.12, 3.1), "net.uint8": (1.0, 9.0), "net.fp16": (1.0, 9.0)}
 
 
 def test_ship_rule_smallest_of_the_accurate_and_fast():
@@ -150,13 +151,26 @@ def test_ship_rule_smallest_of_the_accurate_and_fast():
     # if uint8 were fast, it would ship: the smallest file wins among the candidates
     ev, lat = _rows(SIZES, ACCS, {**MINS, "net.uint8": (0.1, 1.3)})
     assert choose_shipped(ev, lat, ["prune_5"], EvaluateParams())[0] == "prune_5.uint8"
-    # a busy machine: the fastest runtime's samples spread by 50 %, so int8w at 1.4x its min is not told apart
-    ev, lat = _rows(SIZES, ACCS, {**MINS, "net.int8w": (0.14, 1.82)})
+    # a busy machine: distill.ort's samples spread by 50 %, so int8w at 1.3x its min is not told apart
+    ev, lat = _rows(SIZES, ACCS, {**MINS, "net.int8w": (0.26, 3.38)})
     name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
     assert not verdicts["prune_5.int8w"]["fast"] and "fallback" in rule
-    lat["prune_5.ort"].update(latency_b1_ms=0.15, latency_b64_ms=1.95)
+    lat["distill.ort"].update(latency_b1_ms=0.3, latency_b64_ms=3.9)
     name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
     assert name == "prune_5.int8w" and rule.startswith("the smallest")
+    # slower than its own network in ORT fp32 (15 % at batch 64) but faster than distill.ort: fast, it ships
+    ev, lat = _rows(SIZES, ACCS, {**MINS, "net.int8w": (0.08, 1.5)})
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    assert verdicts["prune_5.int8w"]["b64_vs_fastest"] == pytest.approx(1.5 / 1.3, abs=1e-3)
+    assert name == "prune_5.int8w" and rule.endswith("of `distill.ort`'s")
+    # without distill.ort (not measured) the bar is the fastest runtime of its own network
+    del lat["distill.ort"]
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    assert not verdicts["prune_5.int8w"]["fast"] and "b64_vs_distill.ort" not in verdicts["prune_5.int8w"]
+    ev, lat = _rows(SIZES, ACCS, MINS)
+    del lat["distill.ort"]
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    assert name == "prune_5.int8w" and rule.endswith("of the fastest runtime of its network")
     # none accurate: the most accurate (on validation)
     ev, lat = _rows(SIZES, {k: 0.5 for k in ACCS} | {"int8": 0.6}, MINS)
     assert choose_shipped(ev, lat, ["prune_5"], EvaluateParams())[0] == "prune_5.int8"
@@ -168,7 +182,7 @@ def test_ship_rule_smallest_of_the_accurate_and_fast():
 
 def test_ship_rule_across_rounds_reads_validation_and_the_reference_speed():
     """The smallest accurate and fast artifact of any round ships; accuracy means validation accuracy
-    against distill's; fast means no slower than its own network's fastest runtime and than distill.ort."""
+    against distill's; fast means no slower than distill.ort."""
     ev, lat = _rows(SIZES, ACCS, MINS, model="distill")
     lat["distill"] = lat.pop("distill")  # the reference's eager row, from MINS
     lat["distill.ort"] = _lat(0.2, 2.6)
@@ -194,7 +208,9 @@ def test_ship_rule_across_rounds_reads_validation_and_the_reference_speed():
     lat["prune_1.ort"] = _lat(0.29, 0.9)
     name, _, verdicts = choose_shipped(ev, lat, sources, p)
     assert verdicts["prune_1.int8w"]["b1_vs_distill.ort"] == 1.5 and not verdicts["prune_1.int8w"]["fast"]
-    assert name == "distill.int8w"  # the unpruned student's own artifact is the last candidate standing
+    assert name == "prune_1.int8"  # the next smallest file that is accurate and as fast as distill.ort
+    lat["prune_1.int8"] = _lat(0.3, 1.0)
+    assert choose_shipped(ev, lat, sources, p)[0] == "distill.int8w"  # the unpruned student's own artifact
 
 
 # ---------------------------------------------------------------- predictions.csv

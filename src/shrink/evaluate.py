@@ -36,18 +36,22 @@ What ships (``choose_shipped``): among the quantized artifacts of the unpruned d
 
 1. *accurate*: **validation** accuracy >= the fp32 ``distill`` checkpoint's validation accuracy minus
    ``evaluate.max_drop`` points;
-2. *fast*: at every batch size, min latency within 10 % of the fastest runtime of its own network (its
-   accurate artifacts, its fp32 net in PyTorch eager and in ORT fp32) **and** of ``distill.ort``, the
-   unpruned student in ORT fp32 (what a user gets for free); on a busy machine each band widens to the
-   faster runtime's own spread (its median / min), since closer runtimes are not told apart;
+2. *fast*: at every batch size, min latency within 10 % of ``distill.ort``'s, the unpruned student in ORT
+   fp32 (what a user gets for free); on a busy machine the band widens to ``distill.ort``'s own spread (its
+   median / min), since closer runtimes are not told apart. Each verdict also records the ratio to the
+   fastest runtime of the artifact's own network (its accurate artifacts, its fp32 net in eager and in ORT),
+   which is the bar only when ``distill.ort`` was not measured: at batch 64 an int8w file runs 5-15 % slower
+   than its own network in ORT fp32 (its weights are dequantized on every call; 10-30 % faster at batch 1),
+   so that bar turned on noise and once shipped a 0.2 cut's file over the smaller 0.15 cut's, which was
+   no slower;
 3. ship the smallest file among those passing both; equal sizes go to the order int8w, int8, uint8, fp16.
 
 Fallbacks: no artifact passes both -> the fastest accurate one (min latency at the largest batch); none is
 accurate -> the most accurate one on validation. No test label decides anything (a test permutes them):
 the test accuracy of what ships is reported, as the test split is there for. Latency decides through a
 10 % band on the *min* of the repeats (the least noisy statistic on a shared machine); a deep round's
-artifacts run well inside both bands, so noise does not move the choice; a run where it does is visible
-in ``latency.json``'s ``shipped.latency_verdicts``. ``evaluate.ship: <kind>`` ships the smallest accurate
+int8w files run 1.3-1.7x as fast as ``distill.ort``, far inside the band, so noise does not move the choice;
+a run where it does is visible in ``latency.json``'s ``shipped.latency_verdicts``. ``evaluate.ship: <kind>`` ships the smallest accurate
 artifact of that kind (timings decide nothing then; none accurate -> the most accurate of that kind).
 """
 from __future__ import annotations
@@ -71,8 +75,9 @@ from .models import count_params
 from .quantize import ARTIFACT_FILES, export_onnx
 from .runtime import Runtime, Timing, interleaved, load_runtime, ort_fp32
 
-FAST_BAND = 1.10  # "fast": within 10 % of the fastest runtime of the same network
-REFERENCE = "distill.ort"  # the unpruned student in ORT fp32: what every ratio of the shipped artifact is against
+FAST_BAND = 1.10  # "fast": within 10 % of distill.ort (of the same network's fastest runtime without it)
+REFERENCE_MODEL = "distill"  # the unpruned student: the accuracy bar of the ship rule
+REFERENCE = f"{REFERENCE_MODEL}.ort"  # it in ORT fp32: what every ratio of the shipped artifact is against
 
 
 @dataclass
@@ -186,7 +191,7 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
 
 
 def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]], sources: list[str],
-                   p: EvaluateParams, reference: str = "distill") -> tuple[str, str, dict[str, Any]]:
+                   p: EvaluateParams, reference: str = REFERENCE_MODEL) -> tuple[str, str, dict[str, Any]]:
     """(row name, rule, per-candidate verdicts) of the artifact that ships; the rule is in the module doc.
 
     Reads validation accuracies (``ev[...]["val_acc"]``), bytes and latencies only: no test figure decides.
@@ -226,10 +231,11 @@ def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]]
             key = f"min_b{b}_ms"
             best = min(own, key=lambda n: lat[n][key])
             v[f"b{b}_vs_fastest"] = round(lat[c][key] / lat[best][key], 3)
-            fast &= v[f"b{b}_vs_fastest"] <= band(best, b)
-            if ref_ort:
+            if ref_ort:  # the bar: what a user gets for free; the own-network ratio is information
                 v[f"b{b}_vs_{ref_ort}"] = round(lat[c][key] / lat[ref_ort][key], 3)
                 fast &= v[f"b{b}_vs_{ref_ort}"] <= band(ref_ort, b)
+            else:
+                fast &= v[f"b{b}_vs_fastest"] <= band(best, b)
         v["fast"] = bool(fast)
         verdicts[c] = v
     pct = f"{(FAST_BAND - 1) * 100:.0f} %"
@@ -247,8 +253,8 @@ def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]]
         name = min(passing, key=lambda c: (ev[c]["bytes"], order[c]))
         rule = (f"the smallest artifact whose validation accuracy is within {p.max_drop:g} points of {reference}'s "
                 f"({ev[reference]['val_acc']:.4f}) and whose min latency at batch {', '.join(map(str, bs))} is within "
-                f"{pct} (or the measured spread) of the fastest runtime of its network"
-                + (f" and of `{ref_ort}`" if ref_ort else ""))
+                f"{pct} (or the measured spread) of "
+                + (f"`{ref_ort}`'s" if ref_ort else "the fastest runtime of its network"))
     elif accurate:
         name = min(accurate, key=lambda c: (lat[c][f"min_b{max(bs)}_ms"], order[c]))
         rule = f"fallback: no artifact both accurate and fast; the fastest accurate one at batch {max(bs)}"
@@ -259,7 +265,7 @@ def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]]
 
 
 def shipped_sections(name: str, rule: str, verdicts: dict, entries: list[Entry], ev: dict, lat: dict,
-                     p: EvaluateParams, reference: str = "distill") -> tuple[dict[str, Any], dict[str, Any]]:
+                     p: EvaluateParams, reference: str = REFERENCE_MODEL) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``shipped`` sections of evaluate.json (deterministic) and latency.json (timings)."""
     e = next(x for x in entries if x.name == name)
     det = {"name": name, "artifact": str(e.run.path), "kind": e.kind, "runtime": e.run.label, "bytes": e.bytes,
@@ -346,7 +352,7 @@ PRUNE_FIELDS = ["round", "model", "width", "params", "macs", "kind", "bytes", "v
 
 
 def prune_plot(ev: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], kind: str | None,
-               parent: str = "distill") -> str:
+               parent: str = REFERENCE_MODEL) -> str:
     """CSV of the trade-off over the rounds (``plots/prune.csv``); round 0 is the unpruned ``parent``.
 
     One row per model: its width, parameters, MACs per image, and its ``kind`` artifact (the shipped
@@ -448,14 +454,14 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         test = load_split(data, "test")
         ev, lat, _ = compare(entries, test, meta, p, val=load_split(data, "val"))
         ship = None
-        sources = [m for m in quantized if m in ("distill", *rounds)]  # the unpruned student and every round
+        sources = [m for m in quantized if m in (REFERENCE_MODEL, *rounds)]  # the unpruned student and every round
         if sources:
             name, rule, verdicts = choose_shipped(ev, lat, sources, p)
             ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
             ship = next(e for e in entries if e.name == name)
         rows = {k: v for k, v in ev.items() if k != "shipped"}
         # each model's run details (width, accuracy right after the cut, MACs): the file beside its checkpoint
-        runs = {name: read_json(Path(models) / f"{name}.run.json") for name in ("distill", *rounds)}
+        runs = {name: read_json(Path(models) / f"{name}.run.json") for name in (REFERENCE_MODEL, *rounds)}
         macs = runs[ship.source].get("macs") if ship else None
         summary = headline(ev, macs)
         text = "# shrink report\n\n" + report_markdown(rows, lat, p, ev.get("shipped"))
