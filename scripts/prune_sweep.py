@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l1", type=float, default=None, help="slim.l1 during fine-tuning")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; the prune stage uses torch's default (one per core), and only that "
+                         "count reproduces its fine-tuning bit for bit (another count sums floats in another "
+                         "order: another sample of the same setting)")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", help="append the JSON lines here too")
     a = ap.parse_args(argv)
