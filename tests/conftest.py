@@ -51,12 +51,13 @@ def food11(tmp_path: Path) -> Path:
 
 # Kernel noise (issue 32): one fp32 function computed along other paths -- other conv shapes (a pruned net
 # against its masked original), other batch shapes, another runtime, another CPU or ISA -- differs in the
-# last bits, as oneDNN, MLAS and ATen pick other kernels. Measured: at most 5e-7 of the largest |logit| on a
-# Zen 4 EPYC (AVX-512 and AVX2 paths), ~1e-6 on a Sapphire Rapids Xeon. Exact comparisons are kept for the
-# same computation on the same path (same shapes, batches, threads and process count: a reloaded checkpoint,
-# a resumed or repeated run); across paths, logits may differ by KERNEL_TOL of the largest |logit|, 20x the
-# noise and below what those tests exist to catch (a channel cut out of step, a weight misread, bf16: 1e-4
-# of it and more).
+# last bits, as oneDNN, MLAS and ATen pick other kernels. Measured for PyTorch against PyTorch: at most 5e-7
+# of the largest |logit| on a Zen 4 EPYC (AVX-512 and AVX2 paths), ~1e-6 on a Sapphire Rapids Xeon; ONNX
+# Runtime folds BatchNorm into the weights and differs more (3e-6: test_evaluate allows it 1e-4). Exact
+# comparisons are kept for the same computation on the same path (same shapes, batches, threads and process
+# count: a reloaded checkpoint, a resumed or repeated run); across paths, logits may differ by KERNEL_TOL of
+# the largest |logit|, 20x the noise. What those tests exist to catch is larger: bf16 moves the logits by
+# 1.6e-3 of it, a wrong channel kept in a pruned StudentNet by 1e-5 to 1e-4, a channel cut out of step more.
 KERNEL_TOL = 2e-5
 
 
