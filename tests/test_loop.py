@@ -19,7 +19,11 @@ from shrink.data import decode_image, normalizer
 from shrink.runtime import load_runtime
 
 TIMING = ("latency", "speedup", "_ms", "wall_seconds", "seconds")
-RESIZE_TOL = 0.05  # of the largest |logit|: see test_shipped_artifact_is_fetched_and_runs_with_onnxruntime_alone
+# classify.py resizes with Pillow, shrink with torch: a fifth of the pixels differ by 1. Measured on the tiny
+# run's 48 test images as photos: the logits move by up to 0.04 of the largest |logit| (int8 QDQ; 0.01 for
+# fp32 and int8w), and 1 of 48 labels of the shipped model changed. A photo whose top two are closer than 2.5x
+# that may be labelled either way (all 12 photos of the test below were clear).
+RESIZE_TOL = 0.1
 
 
 def last_round(proj: Path) -> str:
@@ -111,9 +115,7 @@ def test_shipped_artifact_is_fetched_and_runs_with_onnxruntime_alone(tiny_run, t
     theirs = run([sys.executable, "-m", "shrink.cli", "predict", *map(str, photos)], proj).stdout
     ours, theirs = (dict(line.split("\t") for line in out.splitlines()) for out in (ours, theirs))
     assert list(ours) == list(theirs) == [str(p) for p in photos]
-    # Pillow resizes for the script, torch for shrink: pixels differ by 1 here and there, which moves the
-    # logits by up to RESIZE_TOL of the largest |logit| (see there); a photo whose top two are closer may be
-    # labelled either way, every other photo must get shrink's label
+    # other resizing, other pixels (RESIZE_TOL): every photo with a clear top class must get shrink's label
     shipped = load_runtime(got / "model.onnx")
     data = shipped.meta["data"]
     logits = shipped(normalizer(data)(torch.stack([decode_image(p, data["image_size"]) for p in photos])))
@@ -130,7 +132,7 @@ def test_confusion_plot_holds_every_test_image(tiny_run):
     meta = json.loads((tiny_run / "data/prepared/meta.json").read_text())
     assert len(rows) == meta["splits"]["test"]
     assert {r["actual"] for r in rows} <= set(meta["classes"]) and {r["predicted"] for r in rows} <= set(meta["classes"])
-    acc = sum(r["actual"] == r["predicted"] for r in rows) / len(rows)
+    acc = sum(r["actual"] == r["predicted"] for r in rows) / len(rows)  # the runner and batches that counted it
     assert abs(acc - json.loads((tiny_run / "metrics/summary.json").read_text())["shipped"]["test_acc"]) < 1e-6
     assert "charts/confusion.png" in (tiny_run / "report.md").read_text()
     spec = yaml.safe_load((tiny_run / "dvc.yaml").read_text())
