@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import KERNEL_TOL, assert_same_logits
 from shrink import train as train_mod
 from shrink.config import ParamsError, TrainParams, UserError
 from shrink.data import Split, normalizer
@@ -92,7 +93,13 @@ def test_a_rank_without_a_gpu_of_its_own_is_a_one_line_error(monkeypatch):
 
 def test_evaluation_ignores_autocast(monkeypatch):
     """Reported accuracies come from fp32 logits, even where training autocasts: with bf16 forced for the CPU
-    (it is off there), predict_logits still computes exactly the fp32 logits."""
+    (it is off there), predict_logits still computes the fp32 logits.
+
+    Within kernel noise (conftest.KERNEL_TOL), not bit for bit: predict_logits runs batches of 8 and 4, the
+    reference one batch of 20, and oneDNN may pick other fp32 kernels for other batch shapes (it does on a
+    Sapphire Rapids Xeon: issue 32). Measured on this model: batch-shape noise up to 4e-7 of the largest
+    |logit| (Zen 4, AVX-512 and AVX2 paths); bf16 moves the logits by 1.6e-3 of it (1.2e-2 relative on the
+    element it moves most), as much when predict_logits itself was made to autocast: 80x the tolerance."""
     torch.manual_seed(0)
     model = build_model("student", 4, widths=student_widths(8, 1.0)).eval()
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
@@ -101,9 +108,10 @@ def test_evaluation_ignores_autocast(monkeypatch):
         fp32 = model(norm(images))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(norm(images)).float()
-    assert not torch.equal(fp32, bf16)  # the check can tell them apart
+    with pytest.raises(AssertionError, match="differ by"):  # the check tells bf16 from fp32, ten times over
+        assert_same_logits(bf16, fp32, tol=10 * KERNEL_TOL)
     monkeypatch.setattr(train_mod, "amp_dtype", lambda device: torch.bfloat16)
-    assert torch.equal(predict_logits(model, images, norm, batch_size=8), fp32)
+    assert_same_logits(predict_logits(model, images, norm, batch_size=8), fp32, what="predict_logits, in batches of 8")
 
 
 def draws(seed: int, total: int, padding: int, flip: bool) -> torch.Generator:

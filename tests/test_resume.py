@@ -76,6 +76,7 @@ def result(proj: Path) -> dict:
 
 
 def assert_same(a: dict, b: dict) -> None:
+    """Bit for bit: the resumed run and its reference share machine, batches, threads and process count."""
     assert a["state"].keys() == b["state"].keys()
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), f"{k} differs"
