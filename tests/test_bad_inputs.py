@@ -298,6 +298,33 @@ def test_classes_named_by_number_are_announced(proj, monkeypatch, capsys):
     assert "classes.txt: not found" in err and "named '0'..'2'" in err
 
 
+NFC, NFD = "caf\u00e9", "cafe\u0301"  # the same word, one code point or two
+
+
+@pytest.mark.parametrize("text, first, second", [
+    ("apple\nbanana\n\napple\n", "'apple' on lines 1 and 4", None),  # the proj has 3 classes
+    ("apple\n\nbanana\n  apple \n", "'apple' on lines 1 and 4", None),  # blank lines count; blanks around do not
+    ("Apple\nbanana\napple\n", "'Apple' on lines 1 and 3", "'apple'"),
+    (f"{NFC}\nbanana\n{NFD}\n", f"'{NFC}' on lines 1 and 3", repr(NFD)),
+], ids=["same", "blanks", "case", "unicode-form"])
+def test_a_class_named_twice_is_refused_with_both_lines(proj, monkeypatch, capsys, text, first, second):
+    """Two classes of one name would be one row in predictions and the confusion matrix: refused by prepare."""
+    (food(proj) / "classes.txt").write_text(text, encoding="utf-8")
+    code = assert_refused(proj, "prepare", monkeypatch, capsys, "classes.txt", f"class name {first}")
+    assert "\n" not in code and (second is None or f"line 3 reads {second}" in code), code
+
+
+@pytest.mark.parametrize("classes, clash", [(("cat", "Dog", "dog"), ("Dog", "dog")), ((NFC, "dog", NFD), (NFD, NFC))],
+                         ids=["case", "unicode-form"])
+def test_imagefolder_class_folders_of_one_name_are_refused(tmp_path, classes, clash):
+    root = make_imagefolder(tmp_path / "imgs", classes=classes)
+    with pytest.raises(PrepareError) as e:
+        prepare(DataParams(source="folder", root=str(root), image_size=16), tmp_path / "out", seed=0)
+    message = str(e.value)  # the folders in sorted order, as they are listed
+    assert message.startswith(f"{root / 'train'}: class folders {clash[0]!r} and {clash[1]!r} ") and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_test_split_is_stratified_and_a_missing_class_is_announced(tmp_path, capsys):
     root = make_food11(tmp_path / "f", classes=3, per_class=8)  # validation: 4 per class
     prepare(DataParams(source="folder", root=str(root), image_size=16), tmp_path / "a", seed=0)
