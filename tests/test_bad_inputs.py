@@ -540,6 +540,27 @@ def test_predict_names_unreadable_inputs(artifact, tmp_path, capsys, kind):
     assert out.startswith(f"{good}\t")  # the good file is still classified
 
 
+@pytest.mark.parametrize("mode", ["named", "in-folder"])
+def test_predict_never_reads_special_files_and_says_what_they_are(artifact, tmp_path, mode):
+    """A named pipe and a symlink to /dev/zero (with image names): one line each saying what they are, named or
+    found in a folder; the good image is still classified. In a subprocess with a timeout: reading the pipe
+    would block for ever, reading /dev/zero would never end."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good, pipe, zero = folder / "good.png", folder / "pipe.png", folder / "zero.jpg"
+    write_image(good, 0)
+    os.mkfifo(pipe)
+    zero.symlink_to("/dev/zero")
+    args = [str(pipe), str(zero), str(good)] if mode == "named" else [str(folder)]
+    proc = subprocess.run([sys.executable, "-m", "shrink.predict", *args, "--model", str(artifact)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert errors == [f"error: {pipe}: not a regular file (a named pipe)",
+                      f"error: {zero}: not a regular file (a symbolic link to a character device, /dev/zero)"], proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines() == [f"{good}\t{proc.stdout.split(chr(9))[-1].strip()}"]  # only the good file
+
+
 def test_predict_refuses_an_unsafe_model(tmp_path, capsys):
     model = tmp_path / "model.pt"
     torch.save({"state_dict": Payload()}, model)
