@@ -1,5 +1,5 @@
-"""The GPU path's decisions, checked on the CPU: which autocast dtype a GPU gets, how many processes and what
-global batch a launch may have, that evaluation ignores autocast, and that the CPU draws exactly the random
+"""The GPU path's decisions, checked on the CPU: which autocast dtype a GPU gets, whether the splits fit on it,
+how many processes and what global batch a launch may have, that evaluation ignores autocast, and that the CPU draws exactly the random
 numbers it always drew (so moving the draws to the device on CUDA cannot change a CPU result)."""
 from __future__ import annotations
 
@@ -181,3 +181,26 @@ def test_cudnn_benchmark_on_unless_deterministic():
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = before
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize("split_bytes, free_bytes, where", [
+    (0.13 * GB, 15 * GB, "device"),   # Fashion-MNIST at 28 px on any GPU
+    (1.74 * GB, 14.5 * GB, "device"),  # Food-11 at 224 px (train + val) on a 16 GB GPU
+    (1.74 * GB, 3.5 * GB, "batches"),  # ... on a 4 GB one: the whole splits would leave no room to train
+    (2.0 * GB, 1.0 * GB, "batches"),  # more than is free at all
+    (1.0 * GB, 2.0 * GB, "device"),   # at the margin: the splits take at most half of what is free
+    (1.0 * GB + 1, 2.0 * GB, "batches"),
+])
+def test_splits_go_to_the_gpu_only_with_room_to_train(split_bytes, free_bytes, where):
+    assert train_mod.placement(int(split_bytes), int(free_bytes)) == where
+
+
+def test_on_the_cpu_the_splits_stay_as_they_are(capsys):
+    """No device query, no copy, no line: the CPU path is what it always was."""
+    a = Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    b = Split(torch.ones(2, 3, 8, 8, dtype=torch.uint8), torch.ones(2, dtype=torch.long))
+    assert train_mod.place_splits((a, b), torch.device("cpu"), "teacher") == (a, b)
+    assert capsys.readouterr() == ("", "")
