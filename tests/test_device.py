@@ -191,8 +191,9 @@ GB = 10**9
     (1.74 * GB, 14.5 * GB, "device"),  # Food-11 at 224 px (train + val) on a 16 GB GPU
     (1.74 * GB, 3.5 * GB, "batches"),  # ... on a 4 GB one: the whole splits would leave no room to train
     (2.0 * GB, 1.0 * GB, "batches"),  # more than is free at all
-    (1.0 * GB, 2.0 * GB, "device"),   # at the margin: the splits take at most half of what is free
-    (1.0 * GB + 1, 2.0 * GB, "batches"),
+    (1.74 * GB, 7.5 * GB, "device"),  # ... on an 8 GB one
+    (1.0 * GB, 3.0 * GB, "device"),   # at the margin: the splits take at most a third of what is free
+    (1.0 * GB + 1, 3.0 * GB, "batches"),
 ])
 def test_splits_go_to_the_gpu_only_with_room_to_train(split_bytes, free_bytes, where):
     assert train_mod.placement(int(split_bytes), int(free_bytes)) == where

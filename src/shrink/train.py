@@ -7,7 +7,7 @@ Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ct
 so it can look up what it precomputed (distillation's cached teacher logits). Data are the prepared
 uint8 tensors; augmentation (random crop with padding, horizontal flip) runs on whole batches as
 tensor ops, on the training device. On CUDA the splits are copied to the GPU once when they take at most
-half its free memory (else they stay in pinned host memory and each batch is copied: ``placement``) and the
+a third of its free memory (else they stay in pinned host memory and each batch is copied: ``placement``) and the
 step's random draws are made there: a training step makes no host-device sync of its own (SyncBatchNorm and
 fp16's GradScaler each make one per step, inside PyTorch). On the CPU the draws are those of the one
 CPU generator, in the same order as ever, so CPU results do not depend on this.
@@ -338,7 +338,7 @@ def prepare_model(model: nn.Module, cfg: TrainParams, ctx: Dist) -> nn.Module:
     return DDP(model)
 
 
-SPLITS_SHARE = 0.5  # of the free GPU memory the whole splits may take; the rest: model, activations, allocator
+SPLITS_SHARE = 1 / 3  # of the free GPU memory the splits may take; the rest: model, activations, optimiser, allocator
 
 
 def placement(split_bytes: int, free_bytes: int, share: float = SPLITS_SHARE) -> str:
