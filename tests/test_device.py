@@ -51,7 +51,7 @@ def test_nproc_is_checked_against_the_visible_gpus(monkeypatch):
 
 
 def test_relaunch_refuses_more_processes_than_gpus_before_starting_torchrun(monkeypatch):
-    """The wiring, with a fake one-GPU machine: relaunch fails before it would exec torchrun."""
+    """The wiring, with a fake one-GPU machine: relaunch fails before it would start torchrun."""
     for var in ("WORLD_SIZE", "SHRINK_DEVICE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -60,7 +60,7 @@ def test_relaunch_refuses_more_processes_than_gpus_before_starting_torchrun(monk
     def no_exec(*args):
         raise AssertionError("relaunch started torchrun")
 
-    monkeypatch.setattr("shrink.distributed.os.execve", no_exec)
+    monkeypatch.setattr("shrink.distributed.supervise", no_exec)
     with pytest.raises(ParamsError, match=r"^params\.yaml: prune\.finetune\.train\.nproc: 2 processes on CUDA"):
         relaunch(2, device="auto", key="prune.finetune.train")
     relaunch(1, device="auto")  # one process: nothing to start, nothing to check
