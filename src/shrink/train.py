@@ -20,7 +20,7 @@ SyncBatchNorm) each rank normalises with its own part's statistics and DDP broad
 running statistics at every forward, so all ranks hold the same buffers. Randomness inside the model
 (dropout) is seeded per rank; the weights agree because DDP broadcasts rank 0's at the start.
 
-Why one module of ~475 lines: the loop and the device decisions it depends on (autocast dtype, where the
+Why one module of ~485 lines: the loop and the device decisions it depends on (autocast dtype, where the
 splits live, seeding) are one piece; each decision is a plain function tested on the CPU (tests/test_device.py).
 """
 from __future__ import annotations
@@ -197,6 +197,16 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch
     raise ValueError(f"params.yaml: train.schedule must be onecycle, cosine or constant, got {cfg.schedule!r}")
 
 
+def batch_on(data: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's uint8 images and labels on ``device``, gathered where the split is (``.to`` is a no-op when
+    ``fit`` put the split on the device); from pinned host memory (``placement``'s "batches") the copy is
+    asynchronous."""
+    x, y = data.images[idx], data.labels[idx]
+    if device.type != "cpu" and data.images.is_pinned():
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
 def train_one_epoch(
     model: nn.Module,
     data: Split,
@@ -242,14 +252,9 @@ def train_one_epoch(
         part = shard(len(glob), ctx)
         idx = glob[part]
         flipped: list = []
-        # the uint8 batch is gathered where the split is (.to is a no-op when fit put it on the device),
-        # then augmented there
-        x, y = data.images[idx], data.labels[idx]
-        if device.type != "cpu" and data.images.is_pinned():  # fit's "batches" placement: an asynchronous copy from pinned memory
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        x = augment(x.to(device), cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
+        x, y = batch_on(data, idx, device)
+        x = augment(x, cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
         x = norm(x).contiguous(memory_format=memory_format)
-        y = y.to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
             loss = loss_fn(logits, y, x, views=(idx, flipped[0])) if views_wanted else loss_fn(logits, y, x)
