@@ -1,5 +1,5 @@
-"""The GPU path's decisions, checked on the CPU: which autocast dtype a GPU gets, how many processes and what
-global batch a launch may have, that evaluation ignores autocast, and that the CPU draws exactly the random
+"""The GPU path's decisions, checked on the CPU: which autocast dtype a GPU gets, whether the splits fit on it,
+how many processes and what global batch a launch may have, that evaluation ignores autocast, and that the CPU draws exactly the random
 numbers it always drew (so moving the draws to the device on CUDA cannot change a CPU result)."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_nproc_is_checked_against_the_visible_gpus(monkeypatch):
 
 
 def test_relaunch_refuses_more_processes_than_gpus_before_starting_torchrun(monkeypatch):
-    """The wiring, with a fake one-GPU machine: relaunch fails before it would exec torchrun."""
+    """The wiring, with a fake one-GPU machine: relaunch fails before it would start torchrun."""
     for var in ("WORLD_SIZE", "SHRINK_DEVICE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -61,7 +61,7 @@ def test_relaunch_refuses_more_processes_than_gpus_before_starting_torchrun(monk
     def no_exec(*args):
         raise AssertionError("relaunch started torchrun")
 
-    monkeypatch.setattr("shrink.distributed.os.execve", no_exec)
+    monkeypatch.setattr("shrink.distributed.supervise", no_exec)
     with pytest.raises(ParamsError, match=r"^params\.yaml: prune\.finetune\.train\.nproc: 2 processes on CUDA"):
         relaunch(2, device="auto", key="prune.finetune.train")
     relaunch(1, device="auto")  # one process: nothing to start, nothing to check
@@ -189,3 +189,27 @@ def test_cudnn_benchmark_on_unless_deterministic():
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = before
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize("split_bytes, free_bytes, where", [
+    (0.13 * GB, 15 * GB, "device"),   # Fashion-MNIST at 28 px on any GPU
+    (1.74 * GB, 14.5 * GB, "device"),  # Food-11 at 224 px (train + val) on a 16 GB GPU
+    (1.74 * GB, 3.5 * GB, "batches"),  # ... on a 4 GB one: the whole splits would leave no room to train
+    (2.0 * GB, 1.0 * GB, "batches"),  # more than is free at all
+    (1.74 * GB, 7.5 * GB, "device"),  # ... on an 8 GB one
+    (1.0 * GB, 3.0 * GB, "device"),   # at the margin: the splits take at most a third of what is free
+    (1.0 * GB + 1, 3.0 * GB, "batches"),
+])
+def test_splits_go_to_the_gpu_only_with_room_to_train(split_bytes, free_bytes, where):
+    assert train_mod.placement(int(split_bytes), int(free_bytes)) == where
+
+
+def test_on_the_cpu_the_splits_stay_as_they_are(capsys):
+    """No device query, no copy, no line: the CPU path is what it always was."""
+    a = Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    b = Split(torch.ones(2, 3, 8, 8, dtype=torch.uint8), torch.ones(2, dtype=torch.long))
+    assert train_mod.place_splits((a, b), torch.device("cpu"), "teacher") == (a, b)
+    assert capsys.readouterr() == ("", "")

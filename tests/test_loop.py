@@ -6,10 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -74,6 +78,45 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
         values = plot["content"]["data"]["values"]
         assert plot["revisions"] == ["HEAD", exp] and len(values) == 2 * (1 + len(rounds)), title
         assert [v["model"] for v in values if v["rev"] == exp] == ["distill", *rounds]
+
+
+def readme_commands(heading: str) -> list[str]:
+    """The lines of the first bash block under the README's ``## <heading>``, as a user would paste them."""
+    section = (ROOT / "README.md").read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```bash\n(.*?)^```", section, re.S | re.M).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.slow
+def test_readme_comparing_runs_in_a_fresh_clone_shows_only_what_changed(tiny_run, tmp_path):
+    """README's "Comparing runs", its commands as written, in a fresh clone right after the first run (which
+    `make run` leaves uncommitted): the experiment's diff names only the edited round and what ships, against a
+    HEAD that holds every figure (no `-` column, no "failed to load"), and `dvc exp show` has no `!` cell."""
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(tiny_run), str(clone))
+    git(clone, "reset", "-q", "HEAD~1")  # tiny_run's last commit is its run: now in the worktree, uncommitted
+    shutil.copytree(tiny_run / ".dvc/cache", clone / ".dvc/cache")  # and DVC's cached outputs, as after a run
+    dvc(clone, "checkout", "-q")
+    assert dvc(clone, "status").stdout.strip() == "Data and pipelines are up to date."
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost"}
+    out = {}
+    for line in readme_commands("Comparing runs"):
+        if line.startswith("dvc exp run"):
+            assert git(clone, "status", "--porcelain") == "", "the baseline does not hold all the run wrote for git"
+            assert re.search(r"-S prune\.rounds\.\w+\.", line), line  # a round the tiny project has too (prune_1..3)
+        proc = subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+        out[line.split("#")[0].strip()] = proc.stdout + proc.stderr
+    key = re.search(r"-S prune\.rounds\.(\w+)\.", next(c for c in out if c.startswith("dvc exp run"))).group(1)
+    table = out["dvc metrics diff"]
+    assert "failed to load" not in table, table
+    rows = [line.split() for line in table.strip().splitlines()[1:]]  # Path Metric HEAD workspace Change
+    assert rows and not [r for r in rows if r[2] == "-"], table  # every figure has its HEAD value
+    assert {r[0] for r in rows} <= {f"metrics/prune/{key}.json", "metrics/summary.json"}, table
+    assert f"metrics/prune/{key}.json" in {r[0] for r in rows}, table  # the round did change
+    shown = next(v for c, v in out.items() if c.startswith("dvc exp show"))
+    assert "!" not in shown, shown
 
 
 def _photos(proj: Path, folder: Path, n: int = 12) -> list[Path]:

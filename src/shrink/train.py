@@ -6,8 +6,9 @@ Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ct
 "view-aware": ``fit`` calls ``prepare`` once, and each step passes ``views=(indices, flipped)`` too,
 so it can look up what it precomputed (distillation's cached teacher logits). Data are the prepared
 uint8 tensors; augmentation (random crop with padding, horizontal flip) runs on whole batches as
-tensor ops, on the training device. On CUDA the training split is copied to the GPU once and the step's
-random draws are made there: a training step makes no host-device sync of its own (SyncBatchNorm and
+tensor ops, on the training device. On CUDA the splits are copied to the GPU once when they take at most
+a third of its free memory (else they stay in pinned host memory and each batch is copied: ``placement``) and the
+step's random draws are made there: a training step makes no host-device sync of its own (SyncBatchNorm and
 fp16's GradScaler each make one per step, inside PyTorch). On the CPU the draws are those of the one
 CPU generator, in the same order as ever, so CPU results do not depend on this.
 
@@ -18,6 +19,9 @@ the step count of one process. BatchNorm: SyncBatchNorm on CUDA; on the CPU (whe
 SyncBatchNorm) each rank normalises with its own part's statistics and DDP broadcasts rank 0's
 running statistics at every forward, so all ranks hold the same buffers. Randomness inside the model
 (dropout) is seeded per rank; the weights agree because DDP broadcasts rank 0's at the start.
+
+Why one module of ~485 lines: the loop and the device decisions it depends on (autocast dtype, where the
+splits live, seeding) are one piece; each decision is a plain function tested on the CPU (tests/test_device.py).
 """
 from __future__ import annotations
 
@@ -193,6 +197,16 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch
     raise ValueError(f"params.yaml: train.schedule must be onecycle, cosine or constant, got {cfg.schedule!r}")
 
 
+def batch_on(data: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's uint8 images and labels on ``device``, gathered where the split is (``.to`` is a no-op when
+    ``fit`` put the split on the device); from pinned host memory (``placement``'s "batches") the copy is
+    asynchronous."""
+    x, y = data.images[idx], data.labels[idx]
+    if device.type != "cpu" and data.images.is_pinned():
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
 def train_one_epoch(
     model: nn.Module,
     data: Split,
@@ -238,11 +252,9 @@ def train_one_epoch(
         part = shard(len(glob), ctx)
         idx = glob[part]
         flipped: list = []
-        # the uint8 batch is gathered where the split is (.to is a no-op when fit put it on the device),
-        # then augmented there
-        x = augment(data.images[idx].to(device), cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
+        x, y = batch_on(data, idx, device)
+        x = augment(x, cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
         x = norm(x).contiguous(memory_format=memory_format)
-        y = data.labels[idx].to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
             loss = loss_fn(logits, y, x, views=(idx, flipped[0])) if views_wanted else loss_fn(logits, y, x)
@@ -331,6 +343,41 @@ def prepare_model(model: nn.Module, cfg: TrainParams, ctx: Dist) -> nn.Module:
     return DDP(model)
 
 
+SPLITS_SHARE = 1 / 3  # of the free GPU memory the splits may take; the rest: model, activations, optimiser, allocator
+
+
+def placement(split_bytes: int, free_bytes: int, share: float = SPLITS_SHARE) -> str:
+    """Where ``fit`` keeps the splits on a GPU: ``"device"`` (copied once; each step gathers its batch there)
+    when they take at most ``share`` of the free memory, else ``"batches"`` (pinned host memory, each batch
+    copied as it is needed). Food-11 at 224 px is ~1.7 GB of uint8: on a 4 GB GPU it would leave no room to train.
+
+    Args:
+        split_bytes: the splits' bytes (images and labels).
+        free_bytes: the device's free memory (``torch.cuda.mem_get_info``).
+        share: the most of ``free_bytes`` the splits may take.
+    """
+    return "device" if split_bytes <= free_bytes * share else "batches"
+
+
+def place_splits(splits: tuple[Split, ...], device: torch.device, label: str | None) -> tuple[Split, ...]:
+    """On CUDA, the splits moved where ``placement`` says, with one line ``<label>: data: ...`` saying which and
+    why (none when ``label`` is None: ranks other than the writer); elsewhere the splits as they are."""
+    if device.type != "cuda":
+        return splits
+    size = sum(s.images.nbytes + s.labels.nbytes for s in splits)
+    free = torch.cuda.mem_get_info(device)[0]
+    if placement(size, free) == "device":
+        line = f"the splits ({size / 1e9:.2f} GB) are copied to {device} once ({free / 1e9:.2f} GB free there)"
+        move = lambda t: t.to(device)  # noqa: E731
+    else:
+        line = (f"the splits ({size / 1e9:.2f} GB) stay in pinned host memory, each batch copied to {device}: "
+                f"they would take over {SPLITS_SHARE:.0%} of its {free / 1e9:.2f} GB free")
+        move = lambda t: t.pin_memory()  # noqa: E731
+    if label is not None:
+        tqdm.write(f"{label}: data: {line}")
+    return tuple(dataclasses.replace(s, images=move(s.images), labels=move(s.labels)) for s in splits)
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -372,11 +419,7 @@ def fit(
     net = prepare_model(model, cfg, ctx)
     model = getattr(net, "module", net)  # with SyncBatchNorm, a converted copy of the layers
     seed_rank(seed, ctx.rank)  # after DDP's broadcast of rank 0's weights: the model is the same everywhere
-    if device.type == "cuda":
-        # the uint8 splits fit on any GPU (Fashion-MNIST's train split is ~130 MB): copied once, each step
-        # gathers its batch on the device instead of copying one from the host
-        train, val = (dataclasses.replace(s, images=s.images.to(device), labels=s.labels.to(device))
-                      for s in (train, val))
+    train, val = place_splits((train, val), device, desc if ctx.is_writer else None)
     norm = normalizer(meta, device)
     if loss_fn is None:
         def loss_fn(logits, labels, _inputs):
