@@ -16,7 +16,8 @@ from shrink.config import DataParams
 from shrink.data import Split, _food11_label, load_split, prepare
 from shrink.evaluate import REFERENCE, Entry, EvaluateParams, choose_shipped, compare, shipped_sections
 from shrink.models import count_params
-from shrink.runtime import LABELS, Runtime
+from shrink.formats import get_format
+from shrink.runtime import FP32_LABELS, Runtime
 
 from conftest import ROOT
 
@@ -213,7 +214,7 @@ def _tiny_runtime(name: str, kind: str, engine: str, width: int, nbytes: int) ->
     torch.manual_seed(width)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, width), torch.nn.ReLU(),
                                 torch.nn.Linear(width, 3)).eval()
-    return Runtime(Path(f"models/{name}"), kind, LABELS[(kind, engine)], {}, nbytes, model)
+    return Runtime(Path(f"models/{name}"), kind, FP32_LABELS[engine] if kind == "fp32" else get_format(kind).label, {}, nbytes, model)
 
 
 def test_sections_1_and_2_report_what_evaluate_measured(tmp_path):

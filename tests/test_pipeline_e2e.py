@@ -19,14 +19,14 @@ import torch
 from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
 from shrink.evaluate import PRUNE_FIELDS
-from shrink.quantize import ARTIFACT_FILES
+from shrink.formats import get_format, list_formats
 from shrink.runtime import load_runtime
 
 pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
 ROUNDS = ("prune_1", "prune_2", "prune_3")
-KINDS = ("fp16", "uint8", "int8", "int8w")
+KINDS = tuple(list_formats())
 MIN_ACC = 0.75  # 3x chance: a model at chance (0.25) or one that lost half its skill fails
 AGREE = 0.9  # top-1 agreement of an artifact with its fp32 parent on the 48 test images (at most 4 may differ)
 
@@ -178,7 +178,7 @@ def test_quantize_and_evaluate_outputs(tiny_run):
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
     assert shipped["parent"] in ("distill", *ROUNDS) and shipped["kind"] in KINDS and shipped["rule"] == "auto"
-    assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{ARTIFACT_FILES[shipped['kind']]}"
+    assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{get_format(shipped['kind']).suffix}"
     assert shipped["bytes"] == (tiny_run / shipped["artifact"]).stat().st_size == ev[shipped["name"]]["bytes"]
     assert shipped["test_acc"] == ev[shipped["name"]]["test_acc"] >= MIN_ACC
     assert shipped["val_acc"] == ev[shipped["name"]]["val_acc"] >= ev["distill"]["val_acc"] - 0.005
@@ -209,9 +209,9 @@ def test_metrics_schemas(tiny_run):
         q = json.loads((tiny_run / f"metrics/quantize/{model}.json").read_text())
         assert set(q) == {"source", *(f"{k}_bytes" for k in KINDS)}, q
         assert q["source"] == f"models/{model}.pt"
-        for kind, ext in zip(KINDS, ("pt", "pt", "onnx", "onnx")):
+        for kind in KINDS:
             assert type(q[f"{kind}_bytes"]) is int
-            assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{kind}.{ext}").stat().st_size
+            assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{get_format(kind).suffix}").stat().st_size
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
     row_types = {"kind": str, "runtime": str, "test_acc": float, "val_acc": float, "params": int, "bytes": int,
                  "size_ratio_vs_teacher": float, "acc_vs_teacher": float}

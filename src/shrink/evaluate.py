@@ -67,12 +67,13 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import state_dict_bytes
-from .config import SHIP_KINDS, EvaluateParams, Params  # SHIP_KINDS: also the tie order of the shipping rule
+from .config import EvaluateParams, Params
+from .formats import get_format, list_formats, tie_order
 from .charts import csv_rows, read_live_curves, write_charts
 from .data import Split, load_meta, load_split, normalizer
 from .io import atomic_path, read_json, write_json, write_text
 from .models import count_params
-from .quantize import ARTIFACT_FILES, export_onnx
+from .quantize import export_onnx
 from .runtime import Runtime, Timing, interleaved, load_runtime, ort_fp32
 
 FAST_BAND = 1.10  # "fast": within 10 % of distill.ort (of the same network's fastest runtime without it)
@@ -115,8 +116,8 @@ def collect(models: Path, fp32_names: list[str], quantized: list[str], threads: 
         run = ort_fp32(models / f"{name}.pt", workdir, threads)
         entries.append(Entry(f"{name}.ort", run, counts[name], run.bytes, source=name))
     for src in quantized:
-        for kind in SHIP_KINDS[::-1]:
-            run = load_runtime(models / "quantized" / f"{src}.{ARTIFACT_FILES[kind]}", threads)
+        for kind in list_formats():
+            run = load_runtime(models / "quantized" / f"{src}.{get_format(kind).suffix}", threads)
             entries.append(Entry(f"{src}.{kind}", run, counts[src], run.bytes, source=src))
     return entries
 
@@ -203,12 +204,13 @@ def choose_shipped(ev: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]]
         reference: the unpruned student: the accuracy bar is its fp32 validation accuracy, the speed bar its
             ORT fp32 export (``<reference>.ort``, when measured).
     """
-    kinds = SHIP_KINDS if p.ship == "auto" else (p.ship,)
+    ties = tie_order()
+    kinds = ties if p.ship == "auto" else (p.ship,)
     cands = [f"{s}.{k}" for s in sources for k in kinds if f"{s}.{k}" in ev]
     if not cands:
         raise ValueError(f"no {'quantized' if p.ship == 'auto' else p.ship} artifact of {', '.join(sources)} to "
                          f"ship (expected models/quantized/<model>.*)")
-    order = {c: (SHIP_KINDS.index(c.rsplit('.', 1)[1]), i) for i, c in enumerate(cands)}
+    order = {c: (ties.index(c.rsplit('.', 1)[1]), i) for i, c in enumerate(cands)}
     bar = ev[reference]["val_acc"] - p.max_drop / 100
     accurate = [c for c in cands if ev[c]["val_acc"] >= bar - 1e-9]
     bs = p.batch_sizes
