@@ -92,7 +92,7 @@ def half():
     fmt = register_format(Format("half", "half.pt", save, get_format("fp16").load, "PyTorch eager fp32 (half)",
                                  "P", "tab:olive", "fp16 weights under a test's name"))
     yield fmt
-    del formats._FORMATS["half"]
+    formats._FORMATS.remove("half")
 
 
 def test_a_new_format_is_one_entry(half, saved, tmp_path):

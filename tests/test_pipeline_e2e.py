@@ -18,8 +18,8 @@ import torch
 
 from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
-from shrink.evaluate import PRUNE_FIELDS
 from shrink.formats import get_format, list_formats
+from shrink.report import PRUNE_FIELDS
 from shrink.runtime import load_runtime
 
 pytestmark = pytest.mark.slow
@@ -250,7 +250,9 @@ def test_no_choice_reads_a_test_label(tiny_run):
     split changes and the choice and every verdict stay the same (same timings)."""
     from shrink.config import load_params
     from shrink.data import load_meta, load_split
-    from shrink.evaluate import choose_shipped, collect, compare
+    from shrink.evaluate import ship_terms
+    from shrink.measure import collect, compare, ship_table
+    from shrink.ship import choose
 
     params = load_params(tiny_run / "params.yaml")
     p = dataclasses.replace(params.evaluate, repeats=1, warmup=0)
@@ -261,11 +263,15 @@ def test_no_choice_reads_a_test_label(tiny_run):
     assert (shuffled.labels != test.labels).float().mean() > 0.5
     with tempfile.TemporaryDirectory() as tmp:
         entries = collect(tiny_run / "models", params.fp32_models, params.quantized_models, 1, Path(tmp))
-        ev, lat, _ = compare(entries, test, meta, p, val=val)
-        ev_shuffled, _, _ = compare(entries, shuffled, meta, p, val=val)
+        m = compare(entries, test, meta, p, val, "distill.ort")
+        shuffled_m = dataclasses.replace(compare(entries, shuffled, meta, p, val, "distill.ort"), lat=m.lat)  # same timings
     sources = ["distill", *ROUNDS]
-    assert ev_shuffled["distill"]["test_acc"] < ev["distill"]["test_acc"] - 0.3  # the test figures did move
-    assert choose_shipped(ev_shuffled, lat, sources, p) == choose_shipped(ev, lat, sources, p)
+    assert shuffled_m.ev["distill"]["test_acc"] < m.ev["distill"]["test_acc"] - 0.3  # the test figures did move
+    tables = [ship_table(entries, x, p.batch_sizes) for x in (m, shuffled_m)]
+    assert tables[0] == tables[1]  # what the rule reads: validation figures, each image's correctness, timings
+    row = tables[0]["prune_1.int8w"]
+    assert len(row.correct) == len(val.labels) and sum(row.correct) / len(row.correct) == pytest.approx(row.acc, abs=1e-6)
+    assert choose(tables[1], sources, ship_terms(p), p.objective) == choose(tables[0], sources, ship_terms(p), p.objective)
     # and the stage's own choice is among the candidates this rule considers
     assert json.loads((tiny_run / "metrics/evaluate.json").read_text())["shipped"]["parent"] in sources
 

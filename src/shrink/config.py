@@ -357,8 +357,10 @@ class EvaluateParams:
     warmup: int = 3  # untimed runs first
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
     ship: str = "auto"  # auto | a quantization format's name (shrink.formats): ship only that format's artifacts
-    # points of VALIDATION accuracy an artifact may lose against the unpruned distilled student and still ship
+    objective: str = "smallest_fast"  # how the artifact that ships is chosen: a name in shrink.ship's registry
+    # smallest_fast: points of VALIDATION accuracy an artifact may lose against the unpruned distilled student
     max_drop: float = 0.5
+    max_bytes: int = 300_000  # most_accurate: the largest file that may ship (the course's limit)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads", self.threads, "must be >= 1")
@@ -367,8 +369,11 @@ class EvaluateParams:
         _require(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "batch_sizes", self.batch_sizes,
                  "must be a non-empty list of sizes >= 1")
         _require(0 <= self.max_drop <= 100, "max_drop", self.max_drop, "must be between 0 and 100 (points)")
+        _require(self.max_bytes >= 1, "max_bytes", self.max_bytes, "must be >= 1 (bytes)")
         ships = ["auto", *_registry("formats").list_formats()]
         _require(self.ship in ships, "ship", self.ship, f"must be one of {', '.join(ships)}")
+        objectives = _registry("ship").list_objectives()
+        _require(self.objective in objectives, "objective", self.objective, f"must be one of {', '.join(objectives)}")
 
 
 @dataclass(frozen=True)
@@ -423,7 +428,7 @@ class Params:
 
 def _registry(module: str = "models") -> Any:
     """A registry module (``models``: which archs exist and what they support; ``formats``: the quantization
-    formats), imported only to VALIDATE params.yaml.
+    formats; ``ship``: the ship objectives), imported only to VALIDATE params.yaml.
 
     Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
     dynamic): validation can only reject a params file, never change what a stage computes, so an edit to

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from .quantize import ONNX_META_KEY, read_pt, save_fp16, save_int8, save_int8w, save_uint8, torch_model
+from .registry import Registry
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,31 +59,26 @@ class Format:
     description: str
 
 
-_FORMATS: dict[str, Format] = {}
+_FORMATS: Registry[Format] = Registry("quantization format")
 
 
 def register_format(fmt: Format) -> Format:
     """Add ``fmt`` to the registry (after the others); a name or suffix already taken is an error."""
     if fmt.name == "fp32":
         raise ValueError("fp32 is the kind of the unquantized checkpoint, not a format")
-    if fmt.name in _FORMATS:
-        raise ValueError(f"format {fmt.name!r} is already registered")
-    if any(f.suffix == fmt.suffix for f in _FORMATS.values()):
+    if any(get_format(n).suffix == fmt.suffix for n in list_formats() if n != fmt.name):
         raise ValueError(f"format {fmt.name!r}: suffix {fmt.suffix!r} is already another format's")
-    _FORMATS[fmt.name] = fmt
-    return fmt
+    return _FORMATS.add(fmt.name, fmt)
 
 
 def list_formats() -> list[str]:
     """The registered formats' names, in registry order."""
-    return list(_FORMATS)
+    return _FORMATS.names()
 
 
 def get_format(name: str) -> Format:
     """The registered format ``name``; a KeyError naming the known ones otherwise."""
-    if name not in _FORMATS:
-        raise KeyError(f"unknown quantization format {name!r} (known: {', '.join(_FORMATS)})")
-    return _FORMATS[name]
+    return _FORMATS.get(name)
 
 
 def tie_order() -> list[str]:
@@ -98,7 +94,8 @@ def save_all(ckpt: dict[str, Any], calib_images_float: torch.Tensor, prefix: str
         calib_images_float: normalised calibration images (``data.calibration_sample``).
         prefix: path prefix, e.g. ``models/quantized/distill``.
     """
-    return {f"{f.name}_bytes": f.save(ckpt, calib_images_float, Path(f"{prefix}.{f.suffix}")) for f in _FORMATS.values()}
+    return {f"{n}_bytes": get_format(n).save(ckpt, calib_images_float, Path(f"{prefix}.{get_format(n).suffix}"))
+            for n in list_formats()}
 
 
 class OrtModel:
