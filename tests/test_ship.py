@@ -18,7 +18,8 @@ def table(ev: dict, lat: dict) -> dict[str, Row]:
     for name in dict.fromkeys([*lat, *ev]):
         model, _, fmt = name.partition(".")
         r, t = ev.get(name, {}), lat.get(name, {})
-        out[name] = Row(name, model, fmt if fmt not in ("", "ort") else "fp32", r.get("bytes", 0), r.get("val_acc", 0.0),
+        fmt = fmt if fmt not in ("", "ort") else "fp32"
+        out[name] = Row(name, model, fmt, r.get("bytes", 0), r.get("val_acc", 0.0),
                         min_ms={b: t[f"min_b{b}_ms"] for b in (1, 64) if t},
                         median_ms={b: t[f"latency_b{b}_ms"] for b in (1, 64) if t})
     return out

@@ -107,12 +107,14 @@ def shipped_predictions(ship: Entry | None, test: Split, data: str, meta: dict[s
     if ship is None:
         return confusion, submission, note
     norm = normalizer(meta)
-    confusion = confusion_csv(meta["classes"], test.labels, predict_logits(ship.run, test.images, norm, BATCH).argmax(1))
+    pred = predict_logits(ship.run, test.images, norm, BATCH).argmax(1)
+    confusion = confusion_csv(meta["classes"], test.labels, pred)
     if "evaluation" in meta["splits"]:
         evaluation = load_split(data, "evaluation")
         pred = predict_logits(ship.run, evaluation.images, norm, BATCH).argmax(1)
         submission = predictions_csv(evaluation.ids, pred)
-        note = f"\n`{predictions}`: {len(evaluation.ids)} predictions of the unlabeled evaluation split by `{ship.name}`.\n"
+        note = (f"\n`{predictions}`: {len(evaluation.ids)} predictions of the unlabeled evaluation split "
+                f"by `{ship.name}`.\n")
     return confusion, submission, note
 
 
