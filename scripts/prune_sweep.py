@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from shrink.config import load_params
     from shrink.data import load_meta, load_split, normalizer
     from shrink.distill import make_kd_loss
-    from shrink.evaluate import accuracy
+    from shrink.measure import accuracy
     from shrink.models import count_params
     from shrink.prune import base_channels_of, bn_l1_hook, rebuild_kwargs, slim
     from shrink.quantize import save_int8w

@@ -12,11 +12,13 @@ import yaml
 from shrink import bench
 from shrink.bench import project, report, sections, targets
 from shrink.bench.datapath import SeedStyleDataset, seed_transform, write_food11_folder
-from shrink.config import DataParams
+from shrink.config import DataParams, EvaluateParams
 from shrink.data import Split, _food11_label, load_split, prepare
-from shrink.evaluate import REFERENCE, Entry, EvaluateParams, choose_shipped, compare, shipped_sections
+from shrink.evaluate import REFERENCE, decide
+from shrink.formats import get_format
+from shrink.measure import Entry, compare
 from shrink.models import count_params
-from shrink.runtime import LABELS, Runtime
+from shrink.runtime import FP32_LABELS, Runtime
 
 from conftest import ROOT
 
@@ -213,7 +215,8 @@ def _tiny_runtime(name: str, kind: str, engine: str, width: int, nbytes: int) ->
     torch.manual_seed(width)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, width), torch.nn.ReLU(),
                                 torch.nn.Linear(width, 3)).eval()
-    return Runtime(Path(f"models/{name}"), kind, LABELS[(kind, engine)], {}, nbytes, model)
+    label = FP32_LABELS[engine] if kind == "fp32" else get_format(kind).label
+    return Runtime(Path(f"models/{name}"), kind, label, {}, nbytes, model)
 
 
 def test_sections_1_and_2_report_what_evaluate_measured(tmp_path):
@@ -233,9 +236,9 @@ def test_sections_1_and_2_report_what_evaluate_measured(tmp_path):
                  torch.randint(0, 3, (32,), generator=g))
     meta = {"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 8, "classes": ["a", "b", "c"]}
     p = EvaluateParams(repeats=3, warmup=0, batch_sizes=[1, 64], max_drop=100)
-    ev, lat, _ = compare(entries, test, meta, p, val=test)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_1"], p)
-    ev["shipped"], lat["shipped"] = shipped_sections(name, rule, verdicts, entries, ev, lat, p)
+    m = compare(entries, test, meta, p, test, REFERENCE)
+    name = decide(entries, m, ["prune_1"], p).name
+    ev, lat = m.ev, m.lat
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/evaluate.json").write_text(json.dumps(ev))
     (tmp_path / "metrics/latency.json").write_text(json.dumps(lat))

@@ -36,7 +36,7 @@ def last_round(proj: Path) -> str:
 
 def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp_path):
     proj = copy_project(tiny_run, tmp_path / "proj")
-    # What ships under evaluate.ship: auto is decided by latency too (see shrink.evaluate): on this tiny net (16 px,
+    # What ships under evaluate.ship: auto is decided by latency too (see shrink.ship): on this tiny net (16 px,
     # ~0.2 ms per image) and a loaded shared CPU the timings overlap and the choice can flip between two runs.
     # A kind asked for is chosen on validation alone: this test is about the metrics files, not the ship rule.
     params = yaml.safe_load((proj / "params.yaml").read_text())

@@ -39,7 +39,7 @@ def test_one_round_alone_is_what_a_round_records():
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0}}}}, "params.yaml: prune.rounds.r1.width: must be in (0, 1]"),
     ({"prune": {"blocks": [0, 3]}}, "params.yaml: prune.blocks: must be distinct width indices in 1..6"),
     ({"prune": {"mode": "lyer"}}, "params.yaml: prune.mode: must be one of layer, global"),
-    ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, int8w"),
+    ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, fp16, uint8, int8, int8w"),
     ({"evaluate": {"batch_sizes": []}}, "params.yaml: evaluate.batch_sizes: must be a non-empty list"),
     ({"quantize": {"models": ["nope"]}}, "params.yaml: quantize.models[0]: no model named 'nope'"),
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}}, "quantize": {"models": ["distill", "r1"]}},

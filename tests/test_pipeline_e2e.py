@@ -18,15 +18,15 @@ import torch
 
 from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, clear_top1, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
-from shrink.evaluate import PRUNE_FIELDS
-from shrink.quantize import ARTIFACT_FILES
+from shrink.formats import get_format, list_formats
+from shrink.report import PRUNE_FIELDS
 from shrink.runtime import load_runtime
 
 pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
 ROUNDS = ("prune_1", "prune_2", "prune_3")
-KINDS = ("fp16", "uint8", "int8", "int8w")
+KINDS = tuple(list_formats())
 MIN_ACC = 0.75  # 3x chance: a model at chance (0.25) or one that lost half its skill fails
 AGREE = 0.9  # top-1 agreement of an artifact with its fp32 parent on the 48 test images (at most 4 may differ)
 
@@ -184,7 +184,7 @@ def test_quantize_and_evaluate_outputs(tiny_run):
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
     assert shipped["parent"] in ("distill", *ROUNDS) and shipped["kind"] in KINDS and shipped["rule"] == "auto"
-    assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{ARTIFACT_FILES[shipped['kind']]}"
+    assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{get_format(shipped['kind']).suffix}"
     assert shipped["bytes"] == (tiny_run / shipped["artifact"]).stat().st_size == ev[shipped["name"]]["bytes"]
     assert shipped["test_acc"] == ev[shipped["name"]]["test_acc"] >= MIN_ACC
     assert shipped["val_acc"] == ev[shipped["name"]]["val_acc"] >= ev["distill"]["val_acc"] - 0.005
@@ -215,9 +215,9 @@ def test_metrics_schemas(tiny_run):
         q = json.loads((tiny_run / f"metrics/quantize/{model}.json").read_text())
         assert set(q) == {"source", *(f"{k}_bytes" for k in KINDS)}, q
         assert q["source"] == f"models/{model}.pt"
-        for kind, ext in zip(KINDS, ("pt", "pt", "onnx", "onnx")):
+        for kind in KINDS:
             assert type(q[f"{kind}_bytes"]) is int
-            assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{kind}.{ext}").stat().st_size
+            assert q[f"{kind}_bytes"] == (tiny_run / f"models/quantized/{model}.{get_format(kind).suffix}").stat().st_size
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
     row_types = {"kind": str, "runtime": str, "test_acc": float, "val_acc": float, "params": int, "bytes": int,
                  "size_ratio_vs_teacher": float, "acc_vs_teacher": float}
@@ -256,7 +256,9 @@ def test_no_choice_reads_a_test_label(tiny_run):
     split changes and the choice and every verdict stay the same (same timings)."""
     from shrink.config import load_params
     from shrink.data import load_meta, load_split
-    from shrink.evaluate import choose_shipped, collect, compare
+    from shrink.evaluate import ship_terms
+    from shrink.measure import collect, compare, ship_table
+    from shrink.ship import choose
 
     params = load_params(tiny_run / "params.yaml")
     p = dataclasses.replace(params.evaluate, repeats=1, warmup=0)
@@ -267,11 +269,16 @@ def test_no_choice_reads_a_test_label(tiny_run):
     assert (shuffled.labels != test.labels).float().mean() > 0.5
     with tempfile.TemporaryDirectory() as tmp:
         entries = collect(tiny_run / "models", params.fp32_models, params.quantized_models, 1, Path(tmp))
-        ev, lat, _ = compare(entries, test, meta, p, val=val)
-        ev_shuffled, _, _ = compare(entries, shuffled, meta, p, val=val)
+        m = compare(entries, test, meta, p, val, "distill.ort")
+        # the same timings: only the test split differs
+        shuffled_m = dataclasses.replace(compare(entries, shuffled, meta, p, val, "distill.ort"), lat=m.lat)
     sources = ["distill", *ROUNDS]
-    assert ev_shuffled["distill"]["test_acc"] < ev["distill"]["test_acc"] - 0.3  # the test figures did move
-    assert choose_shipped(ev_shuffled, lat, sources, p) == choose_shipped(ev, lat, sources, p)
+    assert shuffled_m.ev["distill"]["test_acc"] < m.ev["distill"]["test_acc"] - 0.3  # the test figures did move
+    tables = [ship_table(entries, x, p.batch_sizes) for x in (m, shuffled_m)]
+    assert tables[0] == tables[1]  # what the rule reads: validation figures, each image's correctness, timings
+    row = tables[0]["prune_1.int8w"]
+    assert len(row.correct) == len(val.labels) and sum(row.correct) / len(row.correct) == pytest.approx(row.acc, abs=1e-6)
+    assert choose(tables[1], sources, ship_terms(p), p.objective) == choose(tables[0], sources, ship_terms(p), p.objective)
     # and the stage's own choice is among the candidates this rule considers
     assert json.loads((tiny_run / "metrics/evaluate.json").read_text())["shipped"]["parent"] in sources
 

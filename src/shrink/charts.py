@@ -21,17 +21,12 @@ import matplotlib.style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, StrMethodFormatter
 
+from .formats import get_format, list_formats
 from .io import atomic_path
 
 SIZE = (8.0, 4.8)  # inches
 DPI = 100
-KIND_STYLE = {  # artifact kind -> (marker, colour)
-    "fp32": ("o", "tab:blue"),
-    "fp16": ("s", "tab:orange"),
-    "uint8": ("D", "tab:green"),
-    "int8": ("^", "tab:red"),
-    "int8w": ("v", "tab:purple"),
-}
+FP32_STYLE = ("o", "tab:blue")  # (marker, colour) of the fp32 rows; each format has its own (shrink.formats)
 COURSE_LIMIT = 300_000  # bytes: the course's limit for the 8-bit model
 CHARTS = {  # file name -> caption in report.md
     "tradeoff.png": "The trade-off over the prune rounds: test accuracy against bytes and MACs",
@@ -41,6 +36,13 @@ CHARTS = {  # file name -> caption in report.md
     "training_curves.png": "Training curves",
     "confusion.png": "Confusion matrix of the shipped model on the test split",
 }
+
+
+def kind_style(kind: str) -> tuple[str, str]:
+    """(marker, colour) of an artifact kind: fp32's, a format's own, or a grey cross for an unknown kind."""
+    if kind == "fp32":
+        return FP32_STYLE
+    return (get_format(kind).marker, get_format(kind).colour) if kind in list_formats() else ("x", "tab:gray")
 
 
 def _styled(fn):
@@ -105,7 +107,7 @@ def accuracy_vs_bytes(ev: dict[str, Any], shipped: str | None = None) -> Figure:
     fig, (ax,) = _figure()
     kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
     for kind in kinds:
-        marker, colour = KIND_STYLE.get(kind, ("x", "tab:gray"))
+        marker, colour = kind_style(kind)
         pts = [(r["bytes"], r["test_acc"]) for r in rows.values() if r["kind"] == kind]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, s=40, label=kind, zorder=3)
     for i, (name, r) in enumerate(sorted(rows.items(), key=lambda kv: kv[1]["bytes"])):

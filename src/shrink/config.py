@@ -350,18 +350,17 @@ class QuantizeParams:
         _require(self.calibration_images >= 1, "calibration_images", self.calibration_images, "must be >= 1")
 
 
-SHIP_KINDS = ("int8w", "int8", "uint8", "fp16")  # the quantized kinds; also the tie order of the shipping rule
-
-
 @dataclass(frozen=True)
 class EvaluateParams:
     threads: int = 2  # torch / ONNX Runtime intra-op threads for every latency figure
     repeats: int = 15  # timed samples per model and batch size (min and median reported)
     warmup: int = 3  # untimed runs first
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
-    ship: Literal["auto", "int8w", "int8", "uint8", "fp16"] = "auto"  # auto: the rule in evaluate.py's doc
-    # points of VALIDATION accuracy an artifact may lose against the unpruned distilled student and still ship
+    ship: str = "auto"  # auto | a quantization format's name (shrink.formats): ship only that format's artifacts
+    objective: str = "smallest_fast"  # how the artifact that ships is chosen: a name in shrink.ship's registry
+    # smallest_fast: points of VALIDATION accuracy an artifact may lose against the unpruned distilled student
     max_drop: float = 0.5
+    max_bytes: int = 300_000  # most_accurate: the largest file that may ship (the course's limit)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads", self.threads, "must be >= 1")
@@ -370,6 +369,11 @@ class EvaluateParams:
         _require(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "batch_sizes", self.batch_sizes,
                  "must be a non-empty list of sizes >= 1")
         _require(0 <= self.max_drop <= 100, "max_drop", self.max_drop, "must be between 0 and 100 (points)")
+        _require(self.max_bytes >= 1, "max_bytes", self.max_bytes, "must be >= 1 (bytes)")
+        ships = ["auto", *_registry("formats").list_formats()]
+        _require(self.ship in ships, "ship", self.ship, f"must be one of {', '.join(ships)}")
+        objectives = _registry("ship").list_objectives()
+        _require(self.objective in objectives, "objective", self.objective, f"must be one of {', '.join(objectives)}")
 
 
 @dataclass(frozen=True)
@@ -422,8 +426,9 @@ class Params:
         return [m for m in self.fp32_models if m in self.quantize.models or m in self.prune.rounds]
 
 
-def _registry() -> Any:
-    """The model registry, imported only to VALIDATE params.yaml (which archs exist, what they support).
+def _registry(module: str = "models") -> Any:
+    """A registry module (``models``: which archs exist and what they support; ``formats``: the quantization
+    formats; ``ship``: the ship objectives), imported only to VALIDATE params.yaml.
 
     Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
     dynamic): validation can only reject a params file, never change what a stage computes, so an edit to
@@ -431,7 +436,7 @@ def _registry() -> Any:
     """
     import importlib
 
-    return importlib.import_module(f"{__package__}.models")
+    return importlib.import_module(f"{__package__}.{module}")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -34,7 +34,7 @@ nothing else):
 * **int8w ONNX** (``save_int8w``): *weight-only* int8. Every Conv/Gemm weight is stored as per-output-channel
   symmetric int8 (``q = round(w / s)``, ``s = max|w| / 127``, no zero point) followed by a
   ``DequantizeLinear``; activations stay fp32. ONNX Runtime must run it with the session option
-  ``session.disable_quant_qdq = 1`` (``shrink.runtime`` sets it for this kind): ORT then constant-folds each
+  ``session.disable_quant_qdq = 1`` (its entry in ``shrink.formats`` sets it): ORT then constant-folds each
   ``DequantizeLinear`` into an fp32 weight at load time and runs exactly the fp32 graph (same kernels, same
   speed); without it ORT 1.31 keeps the nodes and runs 2-5x slower. Sizes, in bytes: the scales and the
   biases (BatchNorm folded into them) are stored as fp16 followed by a ``Cast`` (folded the same way), so
@@ -45,9 +45,12 @@ nothing else):
 Every ONNX artifact carries its meta (the keys above plus ``kind``, compact JSON) in the model's
 ``metadata_props`` under ``"shrink"``; no sidecar file.
 
-Timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict); this
-module only writes and reads artifacts, so editing a benchmark never invalidates the quantize stage. Why a
-weight-only int8 file beside static int8: docs/experiments/2026-11-25-quantized-formats.md.
+Which formats exist, and how each runs, is ``shrink.formats`` (the registry; its ``save_all`` is the quantize
+stage); timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict).
+This module only writes and reads artifacts, so editing a benchmark never invalidates the quantize stage. It
+is over 450 lines on purpose: each writer sits beside the reader of the file layout the list above documents,
+so a format's bytes are described, written and read in one place. Why a weight-only int8 file beside static
+int8: docs/experiments/2026-11-25-quantized-formats.md.
 """
 from __future__ import annotations
 
@@ -66,12 +69,10 @@ from torch import nn
 from .checkpoint import safe_torch_load, model_from_checkpoint
 from .io import atomic_path, save_torch
 
-UINT8_FORMAT = "shrink-uint8"
-FP16_FORMAT = "shrink-fp16"
+FORMAT_PREFIX = "shrink-"  # a .pt artifact's "format" is FORMAT_PREFIX + its kind (pt_kind reads it)
+UINT8_FORMAT = FORMAT_PREFIX + "uint8"
+FP16_FORMAT = FORMAT_PREFIX + "fp16"
 ONNX_META_KEY = "shrink"
-ARTIFACT_KINDS = ("fp32", "fp16", "uint8", "int8", "int8w")
-# file name suffix of each quantized kind: models/quantized/<model>.<suffix>
-ARTIFACT_FILES = {"fp16": "fp16.pt", "uint8": "uint8.pt", "int8": "int8.onnx", "int8w": "int8w.onnx"}
 # The checkpoint keys an artifact keeps besides the weights: enough to rebuild and use the model alone.
 META_KEYS = ("model", "model_kwargs", "num_classes", "data")
 _LEVELS = 255  # 2**8 - 1, the course's scale
@@ -433,19 +434,6 @@ def save_int8w(ckpt: dict[str, Any], path: str | os.PathLike) -> int:
     return os.path.getsize(path)
 
 
-def save_all(ckpt: dict[str, Any], calib_images_float: torch.Tensor, prefix: str | os.PathLike) -> dict[str, int]:
-    """Every artifact of a checkpoint (``<prefix>.<ARTIFACT_FILES[kind]>``); returns ``{"<kind>_bytes": size}``.
-
-    Args:
-        ckpt: a checkpoint dict.
-        calib_images_float: normalised calibration images for the int8 kind (``data.calibration_sample``).
-        prefix: path prefix, e.g. ``models/quantized/distill``.
-    """
-    save = {"fp16": save_fp16, "uint8": save_uint8, "int8w": save_int8w,
-            "int8": lambda c, path: save_int8(c, calib_images_float, path)}
-    return {f"{kind}_bytes": save[kind](ckpt, f"{prefix}.{ext}") for kind, ext in ARTIFACT_FILES.items()}
-
-
 # ---------------------------------------------------------------- reading artifacts
 
 def read_pt(path: str | os.PathLike) -> dict[str, Any]:
@@ -460,10 +448,12 @@ def read_pt(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def pt_kind(obj: dict[str, Any]) -> str:
-    """``fp32``, ``fp16`` or ``uint8`` of a ``read_pt`` dict."""
-    if obj.get("format") == UINT8_FORMAT:
-        return "uint8"
-    if obj.get("format") == FP16_FORMAT or any(v.dtype == torch.float16 for v in obj["state_dict"].values()):
+    """The kind of a ``read_pt`` dict: the name in its ``"format": "shrink-<kind>"`` (fp16, uint8, or any
+    format registered in ``shrink.formats``), else ``fp16`` when its weights are half precision, else ``fp32``."""
+    fmt = obj.get("format")
+    if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX):
+        return fmt.removeprefix(FORMAT_PREFIX)
+    if any(v.dtype == torch.float16 for v in obj["state_dict"].values()):
         return "fp16"
     return "fp32"
 
@@ -478,22 +468,36 @@ def torch_model(obj: dict[str, Any]) -> nn.Module:
     return model.float().eval()
 
 
+def onnx_meta(proto) -> dict[str, Any]:
+    """The shrink meta an ONNX model carries (``metadata_props["shrink"]``), or ``{}``."""
+    return next((json.loads(p.value) for p in proto.metadata_props if p.key == ONNX_META_KEY), {})
+
+
 def onnx_kind(proto) -> str:
-    """``int8`` (activations quantized), ``int8w`` (weights only) or ``fp32``, from the meta or the graph."""
-    meta = next((json.loads(p.value) for p in proto.metadata_props if p.key == ONNX_META_KEY), {})
-    if meta.get("kind") in ("fp32", "int8", "int8w"):
-        return meta["kind"]
+    """The ``kind`` of its meta (written by every writer here), else from the graph: ``int8`` (activations
+    quantized), ``int8w`` (weights only) or ``fp32``."""
+    kind = onnx_meta(proto).get("kind")
+    if isinstance(kind, str):
+        return kind
     ops = {n.op_type for n in proto.graph.node}
     return "int8" if "QuantizeLinear" in ops else "int8w" if "DequantizeLinear" in ops else "fp32"
 
 
-def artifact_kind(path: str | os.PathLike) -> str:
-    """One of ``ARTIFACT_KINDS``; ``.onnx`` files by their meta (or graph), ``.pt`` files by their content."""
+def read_artifact(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """(kind, contents) of an artifact: for ``.onnx`` files their meta (``onnx_meta``), for ``.pt`` files
+    their ``read_pt`` dict. The kind is ``fp32`` or a format's name (``pt_kind``, ``onnx_kind``)."""
     if Path(path).suffix.lower() == ".onnx":
         import onnx
 
         try:
-            return onnx_kind(onnx.load(str(path), load_external_data=False))
+            proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf errors: not an ONNX file
             raise ValueError(f"{path}: not a loadable ONNX model ({e})") from e
-    return pt_kind(read_pt(path))
+        return onnx_kind(proto), onnx_meta(proto)
+    obj = read_pt(path)
+    return pt_kind(obj), obj
+
+
+def artifact_kind(path: str | os.PathLike) -> str:
+    """``fp32`` or a format's name; ``.onnx`` files by their meta (or graph), ``.pt`` files by their content."""
+    return read_artifact(path)[0]

@@ -1,18 +1,10 @@
 """One measurement layer: load any artifact into one runtime interface, and one interleaved timer.
 
 ``load_runtime(path)`` is the project's one artifact loader (evaluate, ``shrink bench`` and ``shrink predict``
-use it). Each kind runs where it runs best, and says so in ``Runtime.label``:
-
-=========  ==========================  ==========================================================
-kind       file                        runtime (label)
-=========  ==========================  ==========================================================
-fp32       ``<model>.pt``              PyTorch eager fp32
-fp32       ``*.onnx`` (``export_onnx``)  ORT fp32
-fp16       ``<model>.fp16.pt``         PyTorch eager fp32 (fp16 weights)
-uint8      ``<model>.uint8.pt``        PyTorch eager fp32 (uint8 weights), dequantized on load
-int8       ``<model>.int8.onnx``       ORT int8 QDQ
-int8w      ``<model>.int8w.onnx``      ORT fp32 (int8 weights): ``session.disable_quant_qdq = 1``
-=========  ==========================  ==========================================================
+use it). It reads the file's kind (``quantize.read_artifact``) and runs it where it runs best, saying so in
+``Runtime.label``: an fp32 ``<model>.pt`` checkpoint in PyTorch eager fp32, an fp32 ``*.onnx`` export
+(``export_onnx``) in ORT fp32, and an artifact of a quantization format as its entry in ``shrink.formats``
+says (e.g. ``<model>.int8w.onnx`` in "ORT fp32 (int8 weights)", with ``session.disable_quant_qdq = 1``).
 
 ``interleaved(calls, ...)`` is the one timer: threads fixed, warm-up, then ``repeats`` samples of each
 callable taken round-robin (the order rotates each round, so background load hits all alike and no
@@ -24,7 +16,6 @@ counts the pipeline's own training stages for a minute after they end).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -36,58 +27,11 @@ from typing import Any, Callable, Hashable, Mapping
 import torch
 
 from .config import cores as config_cores
-from .quantize import ONNX_META_KEY, artifact_meta, export_onnx, onnx_kind, pt_kind, read_pt, torch_model
+from .formats import OrtModel, get_format
+from .quantize import ONNX_META_KEY, artifact_meta, export_onnx, read_artifact, read_pt, torch_model
 
-LABELS = {
-    ("fp32", "torch"): "PyTorch eager fp32",
-    ("fp16", "torch"): "PyTorch eager fp32 (fp16 weights)",
-    ("uint8", "torch"): "PyTorch eager fp32 (uint8 weights)",
-    ("fp32", "ort"): "ORT fp32",
-    ("int8", "ort"): "ORT int8 QDQ",
-    ("int8w", "ort"): "ORT fp32 (int8 weights)",
-}
-
-
-class OrtModel:
-    """An ONNX file run by ONNX Runtime on the CPU: ``model(x)`` maps float NCHW to float logits.
-
-    Spinning of ORT's worker threads is off: on a small, shared machine (and next to PyTorch's own
-    OpenMP threads in the same process) spinning threads starve the ones doing work (measured on the
-    2-vCPU VM under load, batch 64: median 3.2 ms without spinning vs 10.6 ms with it, same min).
-
-    Args:
-        path: the ``.onnx`` file (input ``"input"``).
-        threads: intra-op threads.
-        fold_weights: set ``session.disable_quant_qdq = 1``, so ORT constant-folds weight-only
-            ``DequantizeLinear`` nodes into fp32 weights (the int8w kind) instead of running them.
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int = 2, fold_weights: bool = False) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: keep a predictor's stderr for its own messages
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if fold_weights:
-            opts.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.options, self.fold_weights = opts, fold_weights
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own exception types for malformed files
-            raise ValueError(f"{self.path}: not a loadable ONNX model ({e})") from e
-        self.input_name = self.session.get_inputs()[0].name
-        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
-        self.meta: dict[str, Any] = json.loads(raw) if raw else {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().cpu().float().contiguous()
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+# the fp32 rows' runtimes; a quantized artifact runs as its format says (formats.Format.label)
+FP32_LABELS = {"torch": "PyTorch eager fp32", "ort": "ORT fp32"}
 
 
 @dataclass
@@ -96,7 +40,7 @@ class Runtime:
 
     Attributes:
         path: the file it came from.
-        kind: ``fp32 | fp16 | uint8 | int8 | int8w``.
+        kind: ``fp32`` or a format's name (``formats.list_formats()``).
         label: which runtime runs it, e.g. ``"ORT fp32 (int8 weights)"``.
         meta: ``model``, ``model_kwargs``, ``num_classes``, ``data`` (classes, mean, std, image_size).
         bytes: the file's size on disk.
@@ -118,28 +62,27 @@ def load_runtime(path: str | os.PathLike, threads: int = 2) -> Runtime:
     """Load any model artifact for inference (the project's one loader).
 
     Args:
-        path: an fp32 / fp16 / uint8 ``.pt`` file, or an fp32 / int8 / int8w ``.onnx`` file.
+        path: an fp32 ``.pt`` checkpoint, an fp32 ``.onnx`` export, or any registered format's file
+            (``shrink.formats``; its kind is read from the file, ``quantize.read_artifact``).
         threads: ONNX Runtime intra-op threads (PyTorch uses ``torch.set_num_threads``; ``interleaved``
             sets it).
     """
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        import onnx
-
-        if not path.is_file():
-            raise FileNotFoundError(f"model artifact not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model artifact not found: {path}")
+    kind, found = read_artifact(path)
+    onnx = path.suffix.lower() == ".onnx"
+    if onnx and not found:
+        raise ValueError(f"{path}: ONNX model has no '{ONNX_META_KEY}' metadata (classes, normalisation)")
+    meta = {k: v for k, v in found.items() if k != "kind"} if onnx else artifact_meta(found)
+    if kind != "fp32":
         try:
-            kind = onnx_kind(onnx.load(str(path), load_external_data=False))
-        except Exception as e:  # protobuf errors: not an ONNX file
-            raise ValueError(f"{path}: not a loadable ONNX model ({e})") from e
-        model = OrtModel(path, threads=threads, fold_weights=kind == "int8w")
-        if not model.meta:
-            raise ValueError(f"{path}: ONNX model has no '{ONNX_META_KEY}' metadata (classes, normalisation)")
-        meta = {k: v for k, v in model.meta.items() if k != "kind"}
-        return Runtime(path, kind, LABELS[(kind, "ort")], meta, path.stat().st_size, model)
-    obj = read_pt(path)
-    kind = pt_kind(obj)
-    return Runtime(path, kind, LABELS[(kind, "torch")], artifact_meta(obj), path.stat().st_size, torch_model(obj))
+            fmt = get_format(kind)
+        except KeyError as e:
+            raise ValueError(f"{path}: {e.args[0]}") from None
+        return Runtime(path, kind, fmt.label, meta, path.stat().st_size, fmt.load(path, threads))
+    model = OrtModel(path, threads=threads) if onnx else torch_model(found)
+    return Runtime(path, kind, FP32_LABELS["ort" if onnx else "torch"], meta, path.stat().st_size, model)
 
 
 def ort_fp32(checkpoint: str | os.PathLike, folder: str | os.PathLike, threads: int = 2) -> Runtime:

@@ -285,15 +285,17 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu"),
-    channels_last: bool = False,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, norm: Callable,
+    batch_size: int = 512, device: torch.device = torch.device("cpu"), channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) for uint8 images (on the CPU or on ``device``), returned on the CPU.
+    """Logits of ``model`` (a network, put in eval mode, or any runner such as a loaded ``runtime.Runtime``)
+    for uint8 images (on the CPU or on ``device``), returned on the CPU.
 
     In fp32, with no autocast even where training uses it: the accuracies the stages report are computed
     here, and must be those evaluate recomputes from the saved fp32 weights.
     """
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = []
     for start in range(0, len(images), batch_size):

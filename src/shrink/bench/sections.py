@@ -20,11 +20,11 @@ import yaml
 
 from ..config import cores
 from ..evaluate import REFERENCE
-from ..runtime import LABELS, load_average, others_busy
+from ..runtime import FP32_LABELS, load_average, others_busy
 from .project import bump_last_round, dvc, git, timed_repro
 from .targets import ratio
 
-EAGER_FP32 = LABELS[("fp32", "torch")]  # evaluate's rows of fp32 checkpoints (not their .ort exports)
+EAGER_FP32 = FP32_LABELS["torch"]  # evaluate's rows of fp32 checkpoints (not their .ort exports)
 
 
 def read_metrics(project: Path, name: str) -> dict[str, Any]:
