@@ -199,8 +199,11 @@ def test_a_stopped_two_process_stage_ends_its_workers_and_keeps_its_state(base, 
     who, sig, line = STOPS[case]
     proj = copy(base, f"stop-{case}", nproc=2)
     log = open(proj / "stopped.log", "w")
+    # SHELL=/bin/sh: dvc runs the cmd through it, and dash (unlike bash) stays between dvc and the stage, the
+    # harder case for noticing dvc's death (a CI without $SHELL set runs this way)
     proc = subprocess.Popen(["dvc", "repro", "teacher"], cwd=proj, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env={**os.environ, "SHELL": "/bin/sh"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     tree: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 600
@@ -208,10 +211,12 @@ def test_a_stopped_two_process_stage_ends_its_workers_and_keeps_its_state(base, 
             assert proc.poll() is None, (proj / "stopped.log").read_text()
             assert time.monotonic() < deadline, "no resume state after 600 s"
             time.sleep(0.02)
-        (stage,) = psutil.Process(proc.pid).children()
-        tree = [stage, *stage.children(recursive=True)]
-        workers = [p for p in tree[1:] if "torch.distributed.run" not in p.cmdline()]  # torchrun's children
-        assert len(workers) == 2, [p.cmdline() for p in tree]
+        # dvc runs the stage's cmd through $SHELL: bash execs it, dash (/bin/sh) stays its parent; so the stage is
+        # found as torchrun's parent, whatever shell sits between it and dvc
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        (torchrun,) = [p for p in tree if "torch.distributed.run" in p.cmdline()]
+        stage, workers = torchrun.parent(), torchrun.children()
+        assert "stages/teacher.py" in stage.cmdline() and len(workers) == 2, [p.cmdline() for p in tree]
         {"stage": stage.send_signal, "dvc": proc.send_signal, "group": lambda s: os.killpg(proc.pid, s)}[who](sig)
         gone, alive = psutil.wait_procs(tree, timeout=STOP_SECONDS)
         assert not alive, f"still running {STOP_SECONDS} s after {sig.name}: {[p.cmdline() for p in alive]}"

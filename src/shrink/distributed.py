@@ -241,6 +241,31 @@ def _watch_over_torchrun() -> None:
     _prctl(36, 1)
 
 
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def launcher() -> int:
+    """The PID of the process that started this stage, past a shell that runs its cmd (dvc runs a stage's cmd
+    with ``$SHELL -c``: bash execs a lone command, dash stays in between and outlives a killed dvc, so
+    PR_SET_PDEATHSIG on the parent alone would miss dvc's death)."""
+    pid = os.getppid()
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        while Path(f"/proc/{pid}/comm").read_text().strip() in SHELLS:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"-c" not in args:  # an interactive shell: the user's, not a wrapper of this stage
+                break
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return pid
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (or was never there): /proc has no entry or holds a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def supervise(cmd: list[str], env: dict[str, str]) -> NoReturn:
     """Run torchrun (``cmd``) in a session of its own and exit with its status. On SIGTERM, SIGHUP or SIGINT
     (each unless ignored when the stage started, as ``nohup`` or a background job leave them) end the whole
@@ -264,6 +289,7 @@ def supervise(cmd: list[str], env: dict[str, str]) -> NoReturn:
     for sig in handled:
         signal.signal(sig, on_signal)
     _watch_over_torchrun()
+    starter = launcher()
     try:
         child = subprocess.Popen(cmd, env=env, start_new_session=True)
         if caught:  # a signal while torchrun was starting
@@ -272,6 +298,8 @@ def supervise(cmd: list[str], env: dict[str, str]) -> NoReturn:
         while code is None:  # short waits: a signal taken by another thread does not interrupt a long one
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = child.wait(timeout=1)
+            if code is None and starter != os.getppid() and _gone(starter):  # dvc died behind a shell
+                raise _Signalled(signal.SIGTERM)
     except _Signalled as e:
         n = end_tree(child)
         print(file=sys.stderr)  # rank 0's progress bar was cut mid-line: the stage's line goes on one of its own
