@@ -69,7 +69,7 @@ def cut(request):
     """(arch, unpruned, pruned, keep, kwargs of the pruned) for one arch: one 0.5-width layer-mode round."""
     arch = request.param
     model = make(arch)
-    pruned, keep = slim(model, 0.5, PruneParams(round_to=8))
+    pruned, keep = slim(model, 0.5, PruneParams(mode="layer", round_to=8))
     kwargs = rebuild_kwargs(pruned, student_kwargs(arch, 16, 1.0, small_input=True))
     return arch, model, pruned, keep, kwargs
 

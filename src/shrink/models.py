@@ -7,8 +7,9 @@ play, and how pruning treats it (``Slimming``). Every function here asks the ent
 where an arch comes from. ``build_model(name, num_classes, **kw)`` is the one way stages make models,
 so a checkpoint that stores ``name`` and ``kw`` rebuilds its network without guessing.
 
-(~500 lines, over the house's ~450: the registry and the nets it defines itself belong together; the
-teacher's ``InputAdapter``/``teacher_kwargs`` could move to ``pretrained.py`` if it grows further.)
+Why one module: every entry's factory, the nets the registry defines itself (StudentNet, the teacher's
+``InputAdapter``) and the functions that ask the entries are read together when an arch is added; split, each
+part would import the others. (~490 lines; ``teacher_kwargs``/``InputAdapter`` could move out if it grows.)
 """
 from __future__ import annotations
 
@@ -21,27 +22,13 @@ import torchvision
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import CUTTABLE  # the width indices prune.blocks may name (config checks params with them)
-
-# The course's channel multipliers: base*m for each of the 8 conv blocks.
-MULTIPLIER = (1, 2, 4, 8, 16, 16, 16, 16)
-# Blocks whose width the course's ``width_mult`` scales (and that pruning cuts by default).
-PRUNABLE_BLOCKS = (3, 4, 5, 6)
+from .student_shape import MULTIPLIER, PRUNABLE_BLOCKS, blocks_ok, student_widths  # noqa: F401 (re-exported)
 
 
 def check_blocks(blocks: Sequence[int]) -> None:
-    """ValueError unless ``blocks`` are distinct StudentNet width indices in ``CUTTABLE``."""
-    bad = [j for j in blocks if j not in CUTTABLE]
-    if bad or len(set(blocks)) != len(blocks):
+    """ValueError unless ``blocks`` are distinct StudentNet width indices (``student_shape.CUTTABLE``)."""
+    if not blocks_ok(blocks):
         raise ValueError(f"prunable blocks must be distinct width indices in 1..6, got {list(blocks)}")
-
-
-def student_widths(base: int = 16, width_mult: float = 1.0) -> list[int]:
-    """The course's ``bandwidth`` list: 8 block widths, blocks 3..6 scaled by ``width_mult``."""
-    widths = [base * m for m in MULTIPLIER]
-    for i in PRUNABLE_BLOCKS:
-        widths[i] = int(widths[i] * width_mult)
-    return widths
 
 
 class StudentNet(nn.Module):
@@ -479,7 +466,7 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
     """Build a model by registry name (``list_models()``).
 
     Args:
-        name: ``studentnet`` (``student``), ``efficientnet_lite0`` or a torchvision classification model name.
+        name: ``studentnet``, ``efficientnet_lite0`` or a torchvision classification model name.
         num_classes: number of output classes.
         **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``): StudentNet's
             ``base``/``width_mult``/``widths``; torchvision's ``small_input``, ``structure``; EfficientNet-Lite's
