@@ -12,7 +12,9 @@ from shrink.config import ParamsError, TrainParams, UserError
 from shrink.data import Split, normalizer
 from shrink.distributed import check_batch, check_nproc, context, relaunch
 from shrink.models import build_model, student_widths
-from shrink.train import amp_dtype, augment, autocast_dtype, predict_logits, seed_everything, seed_rank, train_one_epoch
+from shrink.batches import augment
+from shrink.device import amp_dtype, autocast_dtype
+from shrink.train import predict_logits, seed_everything, seed_rank, train_one_epoch
 
 META = {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
 
@@ -94,7 +96,7 @@ def test_evaluation_ignores_autocast(monkeypatch):
     """Reported accuracies come from fp32 logits, even where training autocasts: with bf16 forced for the CPU
     (it is off there), predict_logits still computes exactly the fp32 logits."""
     torch.manual_seed(0)
-    model = build_model("student", 4, widths=student_widths(8, 1.0)).eval()
+    model = build_model("studentnet", 4, widths=student_widths(8, 1.0)).eval()
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
     norm = normalizer(META)
     with torch.no_grad():
@@ -144,14 +146,14 @@ def test_an_epoch_on_the_cpu_draws_what_it_always_drew():
     n, batch = 49, 16
     data = Split(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 3, (n,), generator=g))
     torch.manual_seed(0)
-    model = build_model("student", 3, widths=student_widths(4, 1.0))
+    model = build_model("studentnet", 3, widths=student_widths(4, 1.0))
     cfg = TrainParams(batch_size=batch, crop_padding=2, flip=True, device="cpu")
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(7)
     train_one_epoch(model, data, normalizer(META), opt, cfg, gen, loss_fn=lambda lo, y, _x: F.cross_entropy(lo, y))
     want = torch.Generator().manual_seed(7)
     torch.randperm(n, generator=want)
-    for size in (16, 16, 17):  # a last batch of 1 joins the previous one (train.batch_starts)
+    for size in (16, 16, 17):  # a last batch of 1 joins the previous one (batches.batch_starts)
         for _ in range(2):
             torch.randint(0, 5, (size, 1), generator=want)
         torch.rand(size, generator=want)
