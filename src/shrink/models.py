@@ -295,25 +295,25 @@ class ModelEntry:
     slimming: Slimming = Slimming()
 
 
-REGISTRY: dict[str, ModelEntry] = {}  # name or alias -> entry
+REGISTRY: dict[str, ModelEntry] = {}  # name -> entry
 _BY_TYPE: dict[type, ModelEntry] = {}  # module_type -> entry
 
 
-def register(entry: ModelEntry, *aliases: str) -> ModelEntry:
-    """Add ``entry`` under its name (and ``aliases``, names older checkpoints carry)."""
-    names = (entry.name, *aliases)
-    taken = [n for n in names if n in REGISTRY] + ([entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
+def register(entry: ModelEntry) -> ModelEntry:
+    """Add ``entry`` under its name."""
+    taken = ([entry.name] if entry.name in REGISTRY else []) + (
+        [entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
     if taken:
         raise ValueError(f"model {taken[0]!r} is registered twice")
-    REGISTRY.update(dict.fromkeys(names, entry))
+    REGISTRY[entry.name] = entry
     if entry.module_type is not None:
         _BY_TYPE[entry.module_type] = entry
     return entry
 
 
 def list_models() -> list[str]:
-    """Every registered arch name (aliases left out), sorted: what ``build_model`` accepts."""
-    return sorted(n for n, e in REGISTRY.items() if e.name == n)
+    """Every registered arch name, sorted: what ``build_model`` accepts."""
+    return sorted(REGISTRY)
 
 
 register(ModelEntry(
@@ -323,7 +323,7 @@ register(ModelEntry(
     module_type=StudentNet,
     slimming=Slimming(groups=_student_groups, rebuild=_student_rebuild,
                       rebuild_kwargs=lambda model, kwargs: {"widths": _student_layer_widths(model)}),
-), "student")  # "student": the name older checkpoints (and the course) carry
+))
 register(ModelEntry(
     "efficientnet_lite0", _efficientnet_lite0,
     norm="inception",  # TF-Lite models take pixels scaled to [-1, 1]
