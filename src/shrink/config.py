@@ -124,7 +124,8 @@ def _teacher_train() -> TrainParams:
 
 
 def _finetune_train() -> TrainParams:
-    return TrainParams(lr=1e-3, schedule="cosine")  # epochs: each round's own
+    # epochs: never used (each round's own replace it); 3, what prune checkpoints have always recorded
+    return TrainParams(epochs=3, lr=1e-3, schedule="cosine")
 
 
 @dataclass(frozen=True)
