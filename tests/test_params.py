@@ -35,7 +35,8 @@ def test_the_defaults_are_the_repo_params():
     shipped = load_params(ROOT / "params.yaml")
     default = Params()
     assert default.prune.rounds == {} and shipped.prune.rounds
-    assert dataclasses.replace(default, prune=dataclasses.replace(default.prune, rounds=shipped.prune.rounds)) == shipped
+    rounds = dataclasses.replace(default.prune, rounds=shipped.prune.rounds)
+    assert dataclasses.replace(default, prune=rounds) == shipped
     assert TrainParams() == shipped.student.train  # the class's own defaults: the student's section
 
 

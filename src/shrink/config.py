@@ -177,7 +177,8 @@ class KDParams:
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "temperature", self.temperature, "must be > 0")
-        _require(0 <= self.alpha <= 1, "alpha", self.alpha, "must be in [0, 1] (the weight of the teacher's soft targets)")
+        _require(0 <= self.alpha <= 1, "alpha", self.alpha,
+                 "must be in [0, 1] (the weight of the teacher's soft targets)")
 
 
 @dataclass(frozen=True)

@@ -367,9 +367,10 @@ def fit(
                 after_backward=after_backward, scaler=state.scaler, device=ctx.device,
                 desc=f"{desc} {epoch}/{cfg.epochs}", ctx=ctx)
             sync_buffers(model, ctx)  # evaluate (and keep) exactly rank 0's model on every rank
-            va_loss, va_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx, cfg.channels_last)
-            end_epoch(state, epoch, {"train/loss": tr_loss, "train/acc": tr_acc, "val/loss": va_loss, "val/acc": va_acc},
-                      live, ctx, f"{desc} epoch {epoch}/{cfg.epochs}")
+            va_loss, va_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx,
+                                                cfg.channels_last)
+            row = {"train/loss": tr_loss, "train/acc": tr_acc, "val/loss": va_loss, "val/acc": va_acc}
+            end_epoch(state, epoch, row, live, ctx, f"{desc} epoch {epoch}/{cfg.epochs}")
             if resume is not None:
                 resume.save(state, ctx, live_dir)
     if state.best_state is None:  # zero epochs: the model as given is the result
