@@ -108,6 +108,16 @@ def test_evaluation_ignores_autocast(monkeypatch):
     assert torch.equal(predict_logits(model, images, norm, batch_size=8), fp32)
 
 
+def test_predict_logits_takes_any_callable():
+    """A plain callable (e.g. an ONNX Runtime session's wrapper, returning NumPy) predicts like the module."""
+    torch.manual_seed(0)
+    model = build_model("studentnet", 4, widths=student_widths(8, 1.0)).eval()
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    norm = normalizer(META)
+    got = predict_logits(lambda x: model(x).numpy(), images, norm, batch_size=4)  # no_grad: predict_logits's
+    assert torch.equal(got, predict_logits(model, images, norm, batch_size=4))
+
+
 def draws(seed: int, total: int, padding: int, flip: bool) -> torch.Generator:
     """A generator after the draws augment has always made for one batch of ``total`` samples."""
     g = torch.Generator().manual_seed(seed)
