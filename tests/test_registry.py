@@ -176,7 +176,7 @@ def test_second_round_against_the_original_widths(cut):
     """Round 2 sizes its groups against the unpruned net's channels, so it cuts further and stays exact."""
     arch, model, pruned, _, _ = cut
     base = base_channels_of(model)
-    again, keep2 = slim(pruned, 0.3, PruneParams(round_to=1, min_channels=1), base)
+    again, keep2 = slim(pruned, 0.3, PruneParams(mode="layer", round_to=1, min_channels=1), base)
     for name, idx in keep2.items():
         assert len(idx) == max(1, int(base[name] * 0.3)) or len(idx) == prunable_groups(pruned)[name]
     assert count_params(again) < count_params(pruned)
