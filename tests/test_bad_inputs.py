@@ -297,6 +297,33 @@ def test_classes_named_by_number_are_announced(proj, monkeypatch, capsys):
     assert "classes.txt: not found" in err and "named '0'..'2'" in err
 
 
+NFC, NFD = "caf\u00e9", "cafe\u0301"  # the same word, one code point or two
+
+
+@pytest.mark.parametrize("text, first, second", [
+    ("apple\nbanana\n\napple\n", "'apple' on lines 1 and 4", None),  # the proj has 3 classes
+    ("apple\n\nbanana\n  apple \n", "'apple' on lines 1 and 4", None),  # blank lines count; blanks around do not
+    ("Apple\nbanana\napple\n", "'Apple' on lines 1 and 3", "'apple'"),
+    (f"{NFC}\nbanana\n{NFD}\n", f"'{NFC}' on lines 1 and 3", repr(NFD)),
+], ids=["same", "blanks", "case", "unicode-form"])
+def test_a_class_named_twice_is_refused_with_both_lines(proj, monkeypatch, capsys, text, first, second):
+    """Two classes of one name would be one row in predictions and the confusion matrix: refused by prepare."""
+    (food(proj) / "classes.txt").write_text(text, encoding="utf-8")
+    code = assert_refused(proj, "prepare", monkeypatch, capsys, "classes.txt", f"class name {first}")
+    assert "\n" not in code and (second is None or f"line 3 reads {second}" in code), code
+
+
+@pytest.mark.parametrize("classes, clash", [(("cat", "Dog", "dog"), ("Dog", "dog")), ((NFC, "dog", NFD), (NFD, NFC))],
+                         ids=["case", "unicode-form"])
+def test_imagefolder_class_folders_of_one_name_are_refused(tmp_path, classes, clash):
+    root = make_imagefolder(tmp_path / "imgs", classes=classes)
+    with pytest.raises(PrepareError) as e:
+        prepare(DataParams(source="folder", root=str(root), image_size=16), tmp_path / "out", seed=0)
+    message = str(e.value)  # the folders in sorted order, as they are listed
+    assert message.startswith(f"{root / 'train'}: class folders {clash[0]!r} and {clash[1]!r} ") and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_test_split_is_stratified_and_a_missing_class_is_announced(tmp_path, capsys):
     root = make_food11(tmp_path / "f", classes=3, per_class=8)  # validation: 4 per class
     prepare(DataParams(source="folder", root=str(root), image_size=16), tmp_path / "a", seed=0)
@@ -510,6 +537,27 @@ def test_predict_names_unreadable_inputs(artifact, tmp_path, capsys, kind):
     out, err = capsys.readouterr()
     assert code == 1 and f"error: {bad}" in err and "Traceback" not in err
     assert out.startswith(f"{good}\t")  # the good file is still classified
+
+
+@pytest.mark.parametrize("mode", ["named", "in-folder"])
+def test_predict_never_reads_special_files_and_says_what_they_are(artifact, tmp_path, mode):
+    """A named pipe and a symlink to /dev/zero (with image names): one line each saying what they are, named or
+    found in a folder; the good image is still classified. In a subprocess with a timeout: reading the pipe
+    would block for ever, reading /dev/zero would never end."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good, pipe, zero = folder / "good.png", folder / "pipe.png", folder / "zero.jpg"
+    write_image(good, 0)
+    os.mkfifo(pipe)
+    zero.symlink_to("/dev/zero")
+    args = [str(pipe), str(zero), str(good)] if mode == "named" else [str(folder)]
+    proc = subprocess.run([sys.executable, "-m", "shrink.predict", *args, "--model", str(artifact)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert errors == [f"error: {pipe}: not a regular file (a named pipe)",
+                      f"error: {zero}: not a regular file (a symbolic link to a character device, /dev/zero)"], proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines() == [f"{good}\t{proc.stdout.split(chr(9))[-1].strip()}"]  # only the good file
 
 
 def test_predict_refuses_an_unsafe_model(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The code's shape, read with ast: no function over 60 lines, no module over 450 lines whose docstring does not
-say why (a line starting "Why one module:"), and no import cycle in the package."""
+say why (a line starting "Why one module", e.g. "Why one module of ~550 lines: ..."), and no import cycle in the
+package."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("src", "stages", "scripts")
 MAX_FUNCTION, MAX_MODULE = 60, 450
-REASON = "Why one module:"
+REASON = "Why one module"
 
 # Parts of issue #33 that concurrent changes own (the quantization formats and evaluate's split; the pruning
 # criteria and run_round): they bring these under the limits. The lead empties this list after merging them;
@@ -18,8 +19,6 @@ ALLOWED = {
     ("src/shrink/evaluate.py", "choose_shipped"),
     ("src/shrink/evaluate.py", "run"),
     ("src/shrink/quantize.py", None),
-    ("src/shrink/data.py", None),
-    ("src/shrink/data.py", "_prepare_folder"),
     ("scripts/prune_sweep.py", "main"),
 }
 

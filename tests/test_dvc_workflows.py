@@ -369,6 +369,8 @@ EVALUATE_OUTS = ("metrics/summary.json", "metrics/evaluate.json", "metrics/laten
 
 
 def test_identical_runs_give_identical_metrics_and_weights(tiny_run, second_run):
+    """Exact: both runs are the same computation on the same path (this machine, its env, the same params,
+    batches, threads and process counts), so the same kernels in the same order, bit for bit."""
     compared = 0
     for folder in ("metrics", "dvclive"):
         a, b = tree_files(tiny_run, folder), tree_files(second_run, folder)

@@ -19,7 +19,7 @@ from shrink.models import StudentNet
 from shrink.quantize import export_onnx
 from shrink.runtime import OrtModel, busy_warnings, interleaved, load_runtime, others_busy
 
-from conftest import ROOT
+from conftest import ROOT, assert_same_logits
 
 # ---------------------------------------------------------------- runtime
 
@@ -74,7 +74,9 @@ def test_fp32_onnx_export_runs_in_ort_like_torch(tmp_path):
     assert not run.model.fold_weights
     for batch in (1, 5):
         x = torch.randn(batch, 3, 16, 16)
-        torch.testing.assert_close(run(x), model(x).detach(), rtol=1e-4, atol=1e-4)
+        # ORT folds each BatchNorm into its conv's weights: measured up to 3.3e-6 of the largest |logit| (5 seeds,
+        # Zen 4, both ISA paths), so 30x that; a misexported graph is off by far more
+        assert_same_logits(run(x), model(x).detach(), tol=1e-4, what=f"ORT fp32 against PyTorch, batch {batch}")
     with pytest.raises(ValueError, match="metadata"):  # an ONNX file without our meta is refused by name
         export_onnx(model, torch.zeros(1, 3, 16, 16), tmp_path / "bare.onnx")
         load_runtime(tmp_path / "bare.onnx")

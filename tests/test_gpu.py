@@ -4,8 +4,9 @@ Each test skips with the reason when a piece is missing: a CUDA device (all of t
 2-process NCCL runs), Debian's Fashion-MNIST (the tests that run the tiny DVC project: ``sudo apt-get install
 dataset-fashion-mnist``). Covered: the autocast dtype this GPU gets, the fp16 + GradScaler branch (forced on
 any GPU), augmentation and distillation's teacher table on the device, KD with random crops, a training step
-with no host-device sync, fp32 accuracies, too many processes for the GPUs as a one-line error, and with two
-GPUs slimming's L1 through DDP + SyncBatchNorm in distill and a pruning round.
+with no host-device sync, fp32 accuracies, the splits on the device or left in pinned host memory, too many
+processes for the GPUs as a one-line error, and with two GPUs slimming's L1 through DDP + SyncBatchNorm in
+distill and a pruning round.
 The decisions themselves are tested on the CPU in tests/test_device.py.
 """
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from shrink import device as device_mod
 from shrink import train as train_mod
+from shrink.batches import augment
 from shrink.config import TrainParams
 from shrink.data import FASHION_MNIST_FILES, Split, normalizer
 from shrink.distill import make_kd_loss
 from shrink.models import build_model, student_widths
 from shrink.prune import bn_l1_hook
-from shrink.batches import augment
 from shrink.device import amp_dtype, select_device
 from shrink.train import fit, loss_and_accuracy, seed_everything
 
@@ -170,6 +172,24 @@ def test_fit_on_cuda_learns_and_reports_fp32_accuracy(loss, amp, teacher, monkey
     assert p.device.type == "cpu" and p.is_contiguous() and p.dtype == torch.float32
     cpu_acc = loss_and_accuracy(result.model, val, normalizer(META))[1]
     assert abs(cpu_acc - result.best_val_acc) <= 2 / 256, (cpu_acc, result.best_val_acc)
+
+
+@pytest.mark.parametrize("where", ["device", "batches"])
+def test_fit_places_the_splits_as_decided_and_says_so(where, monkeypatch, capsys):
+    """Both placements (``device.placement``, decided on the CPU in tests/test_device.py), forced: the splits on
+    the device, or in pinned host memory with each batch copied (a GPU too small for them); both learn."""
+    monkeypatch.setattr(device_mod, "placement", lambda size, free: where)
+    seen = []
+    real_epoch = train_mod.train_one_epoch
+    monkeypatch.setattr(train_mod, "train_one_epoch", lambda model, data, *a, **k: seen.append(
+        (data.images.device.type, data.images.is_pinned())) or real_epoch(model, data, *a, **k))
+    seed_everything(0)
+    cfg = TrainParams(epochs=2, batch_size=32, lr=5e-3, crop_padding=2, flip=True, device="cuda")
+    result = fit(student(), learnable(1024), learnable(256, seed=1), META, cfg, seed=0, desc="gpu")
+    assert result.best_val_acc > 0.8, result.history
+    assert seen == ([("cuda", False)] * 2 if where == "device" else [("cpu", True)] * 2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gpu: data: ")]
+    assert len(lines) == 1 and ("copied to cuda:0 once" if where == "device" else "pinned host memory") in lines[0]
 
 
 def tiny_project(tmp_path: Path, edit) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, run, tiny_eval_label
+from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, clear_top1, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
 from shrink.evaluate import PRUNE_FIELDS
 from shrink.quantize import ARTIFACT_FILES
@@ -90,16 +90,22 @@ def test_checkpoints_load_weights_only_with_their_params(tiny_run):
 
 def test_evaluate_accuracy_is_an_independent_count(tiny_run):
     """evaluate.json's test_acc of each fp32 model = hits counted here over the test split / its size,
-    and the training stage's own figure."""
+    and the training stage's own figure. Here the images are normalised with other arithmetic and run as one
+    batch, so other kernels: an image whose top two logits are within kernel noise (conftest.clear_top1)
+    may count either way; every other image must count as it does there."""
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
     x, y, _ = load_test(tiny_run)
     assert len(y) == 48
     for name in (*TRAINING_STAGES, *ROUNDS):
         model = model_from_checkpoint(tiny_run / f"models/{name}.pt").eval()
-        hits = int((predictions(model, x) == y).sum())
-        assert ev[name]["test_acc"] == round(hits / 48, 6), name
+        with torch.inference_mode():
+            logits = model(x)
+        clear = clear_top1(logits)
+        sure, unsure = int(((logits.argmax(1) == y) & clear).sum()), int((~clear).sum())
+        counts = {round(hits / 48, 6) for hits in range(sure, sure + unsure + 1)}
+        assert ev[name]["test_acc"] in counts, (name, sure, unsure)
         folder = "metrics/prune" if name in ROUNDS else "metrics"
-        assert json.loads((tiny_run / f"{folder}/{name}.json").read_text())["test_acc"] == round(hits / 48, 6)
+        assert json.loads((tiny_run / f"{folder}/{name}.json").read_text())["test_acc"] in counts, (name, sure, unsure)
 
 
 def test_every_artifact_learned_and_agrees_with_its_fp32_parent(tiny_run):

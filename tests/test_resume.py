@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -76,6 +77,7 @@ def result(proj: Path) -> dict:
 
 
 def assert_same(a: dict, b: dict) -> None:
+    """Bit for bit: the resumed run and its reference share machine, batches, threads and process count."""
     assert a["state"].keys() == b["state"].keys()
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), f"{k} differs"
@@ -176,6 +178,62 @@ def test_two_processes_killed_resume_to_the_uninterrupted_result(base):
     a, b = result(proj), result(ref)
     assert a["details"]["processes"] == 2
     assert_same(a, b)
+
+
+STOP_SECONDS = 20  # the stage ends its workers within a few seconds (5 s of grace, then SIGKILL); slack for load
+STOPS = {  # who is signalled, and the line the stage ends with
+    "kill-stage": ("stage", signal.SIGTERM, "teacher: error: stopped by SIGTERM"),  # kill <pid>, a scheduler
+    # dvc and the stage get SIGHUP; dvc dies of it, which sends the stage SIGTERM (PR_SET_PDEATHSIG) at once:
+    # the line names whichever of the two the stage handled first
+    "terminal-closed": ("group", signal.SIGHUP, "teacher: error: stopped by SIG"),
+    "ctrl-c": ("group", signal.SIGINT, "teacher: interrupted"),
+    "kill-dvc": ("dvc", signal.SIGTERM, "teacher: error: stopped by SIGTERM"),  # the stage outlives dvc no longer
+}
+
+
+@pytest.mark.parametrize("case", list(STOPS))
+def test_a_stopped_two_process_stage_ends_its_workers_and_keeps_its_state(base, case):
+    """A 2-process teacher under `dvc repro`, stopped as users stop it once its first epoch's state is saved:
+    within seconds no process of the stage is left (the PIDs are collected before the signal), it ends with one
+    line and no traceback, the state of its last complete epoch is intact, and (once) the next run resumes."""
+    who, sig, line = STOPS[case]
+    proj = copy(base, f"stop-{case}", nproc=2)
+    log = open(proj / "stopped.log", "w")
+    proc = subprocess.Popen(["dvc", "repro", "teacher"], cwd=proj, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    tree: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 600
+        while not (proj / STATE).exists():
+            assert proc.poll() is None, (proj / "stopped.log").read_text()
+            assert time.monotonic() < deadline, "no resume state after 600 s"
+            time.sleep(0.02)
+        (stage,) = psutil.Process(proc.pid).children()
+        tree = [stage, *stage.children(recursive=True)]
+        workers = [p for p in tree[1:] if "torch.distributed.run" not in p.cmdline()]  # torchrun's children
+        assert len(workers) == 2, [p.cmdline() for p in tree]
+        {"stage": stage.send_signal, "dvc": proc.send_signal, "group": lambda s: os.killpg(proc.pid, s)}[who](sig)
+        gone, alive = psutil.wait_procs(tree, timeout=STOP_SECONDS)
+        assert not alive, f"still running {STOP_SECONDS} s after {sig.name}: {[p.cmdline() for p in alive]}"
+        proc.wait(timeout=60)
+    finally:  # whatever failed, nothing of this run outlives the test
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    out = (proj / "stopped.log").read_text()
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    said = re.findall(r"(?:^|[\r\n])(teacher: [^\r\n]*)", out)  # lines of the stage itself, not its progress bars
+    assert len(said) == 1 and said[0].startswith(line), out  # one, the expected one, on a line of its own
+    assert not (proj / "models/teacher.pt").exists()
+    done = torch.load(proj / STATE, weights_only=True)["epoch"]  # intact: a complete epoch's state
+    assert done >= 1
+    if case == "kill-stage":
+        out = repro(proj)
+        assert out.count(f"teacher: resuming at epoch {done + 1} of 3") == 1 and "Traceback" not in out, out
 
 
 # ------------------------------------------------------------------ in one process (seconds)

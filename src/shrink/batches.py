@@ -65,6 +65,16 @@ def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
     return starts
 
 
+def batch_on(data: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's uint8 images and labels on ``device``, gathered where the split is (``.to`` is a no-op when
+    ``fit`` put the split on the device); from pinned host memory (``device.placement``'s "batches") the copy is
+    asynchronous."""
+    x, y = data.images[idx], data.labels[idx]
+    if device.type != "cpu" and data.images.is_pinned():
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
 @dataclass
 class Batch:
     """One step's data on this rank: normalised inputs and labels on the training device, the split indices and
@@ -85,7 +95,7 @@ def epoch_batches(
     (``batch_starts``, ``distributed.shard``), augmented (``augment``) and normalised on ``device``.
 
     Lazy, one batch per step, so ``gen`` is drawn from in the same order as ever. ``data`` may be on ``device``
-    already (``fit`` puts it on the GPU) or on the CPU (each batch is then copied over).
+    already or on the host (each batch is then copied over: ``batch_on``), as ``device.place_splits`` decided.
     """
     n = len(data.labels)
     order = torch.randperm(n, generator=gen)
@@ -103,8 +113,6 @@ def epoch_batches(
         part = shard(len(glob), ctx)
         idx = glob[part]
         flipped: list = []
-        # the uint8 batch is gathered where the split is (.to is a no-op when fit put it on the device),
-        # then augmented there
-        x = augment(data.images[idx].to(device), cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
-        yield Batch(norm(x).contiguous(memory_format=memory_format), data.labels[idx].to(device), idx, flipped[0],
-                    len(glob))
+        x, y = batch_on(data, idx, device)
+        x = augment(x, cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
+        yield Batch(norm(x).contiguous(memory_format=memory_format), y, idx, flipped[0], len(glob))

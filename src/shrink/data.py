@@ -18,7 +18,7 @@ With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``<prepare
 except in the unlabeled ``evaluation/`` split: a submission must have a row per file, so a bad file
 there is always an error.
 
-Why one module of ~490 lines: the writers (``prepare``) and the readers (``load_split``, ``load_meta``,
+Why one module of ~550 lines: the writers (``prepare``) and the readers (``load_split``, ``load_meta``,
 ``normalizer``, ``calibration_sample``) share the prepared format, which is defined here once.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import re
 import shutil
 import sys
 import tempfile
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -214,12 +215,40 @@ def food11_label(path: Path) -> int:
     return int(m.group(1))
 
 
+def name_key(name: str) -> str:
+    """What makes two class names one: they differ only in case, blanks around them or Unicode form (NFC vs NFD);
+    predictions.csv, ``shrink predict`` and the confusion matrix could not tell such classes apart."""
+    return unicodedata.normalize("NFC", name.strip()).casefold()
+
+
+def first_clash(names: list[str]) -> tuple[int, int] | None:
+    """Indices (i, j), i < j, of the first name that ``name_key`` makes one with an earlier name, else None."""
+    seen: dict[str, int] = {}
+    for j, name in enumerate(names):
+        i = seen.setdefault(name_key(name), j)
+        if i != j:
+            return i, j
+    return None
+
+
 def _read_classes_file(path: Path) -> list[str]:
+    """One class name per non-blank line; a name given twice (by ``name_key``) is refused with both lines."""
     if not path.is_file():
         raise PrepareError(f"{path}: classes file not found (data.classes_file)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise PrepareError(f"{path}: classes file is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    numbered = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
         raise PrepareError(f"{path}: classes file is empty")
+    names = [name for _, name in numbered]
+    clash = first_clash(names)
+    if clash is not None:
+        (la, a), (lb, b) = numbered[clash[0]], numbered[clash[1]]
+        why = ("each class needs a name of its own" if a == b else
+               f"line {lb} reads {b!r}: names that differ only in case, blanks around them or Unicode form are one name")
+        raise PrepareError(f"{path}: class name {a!r} on lines {la} and {lb} ({why})")
     return names
 
 
@@ -279,64 +308,79 @@ def _prepare_fashion_mnist(p: DataParams, gen: torch.Generator, scratch: Path) -
     return splits, classes, {}
 
 
-def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
-    root = Path(p.root)
-    if not root.is_dir():
-        raise PrepareError(f"{root}: data.root folder not found")
-    layout = _layout(root)
-    files: dict[str, list[Path]] = {}
-    labels: dict[str, list[int]] = {}
-    if layout == "food11":
-        for split, folder in (("train", "training"), ("val", "validation")):
-            files[split] = _list_images(_require_dir(root / folder, f"{split} ({folder}/)"))
-            labels[split] = [food11_label(f) for f in files[split]]
-        if (root / "testing").is_dir():
-            files["test"] = _list_images(root / "testing")
-            labels["test"] = [food11_label(f) for f in files["test"]]
-        if (root / "evaluation").is_dir():
-            files["evaluation"] = _list_images(root / "evaluation")
-            labels["evaluation"] = [-1] * len(files["evaluation"])
-        sidecar = Path(p.classes_file) if p.classes_file else root / "classes.txt"
-        n = max(labels["train"] + labels["val"], default=-1) + 1
-        if sidecar.is_file() or p.classes_file:
-            classes = _read_classes_file(sidecar)
-        elif n == len(FOOD11_CLASSES):
-            classes = FOOD11_CLASSES[:]
-        else:
-            classes = [str(i) for i in range(n)]
-            warn(f"{sidecar}: not found and the labels are 0..{n - 1} (not Food-11's 11 classes): classes are "
-                 f"named '0'..'{n - 1}'; write one name per line there (or set data.classes_file) to name them")
-        for split in ("train", "val", "test"):
-            for f, y in zip(files.get(split, []), labels.get(split, [])):
-                if y >= len(classes):
-                    raise PrepareError(f"{f}: label {y} is out of range for {len(classes)} classes ({sidecar})")
-    else:
-        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not is_hidden(d))
-        if not classes:
-            raise PrepareError(f"{root / 'train'}: no class folders (ImageFolder layout wants train/<class>/*.jpg)")
-        to_idx = {name: i for i, name in enumerate(classes)}
-        for split, folder in (("train", "train"), ("val", "val"), ("test", "test")):
-            d = root / folder
-            if split != "test":
-                _require_dir(d, f"{split} ({folder}/)")
-            elif not d.is_dir():
-                continue
-            files[split], labels[split] = [], []
-            for name in classes:
-                class_dir = _require_dir(d / name, f"class '{name}'")
-                found = _list_images(class_dir)
-                if not found:
-                    raise PrepareError(f"{class_dir}: class '{name}' has no images")
-                files[split] += found
-                labels[split] += [to_idx[name]] * len(found)
+Files = dict[str, list[Path]]  # split -> image files
+Labels = dict[str, list[int]]  # split -> class index per file (-1: unlabeled)
 
-    # every class must have training images, or the model could never learn it
-    counts = Counter(labels["train"])
+
+def _food11_files(root: Path, p: DataParams) -> tuple[Files, Labels, list[str]]:
+    """The Food-11 layout's files, labels (from ``<label>_<id>`` names) and class names (``classes.txt``,
+    ``data.classes_file``, Food-11's own eleven, or the label numbers with a warning)."""
+    files: Files = {}
+    labels: Labels = {}
+    for split, folder in (("train", "training"), ("val", "validation")):
+        files[split] = _list_images(_require_dir(root / folder, f"{split} ({folder}/)"))
+        labels[split] = [food11_label(f) for f in files[split]]
+    if (root / "testing").is_dir():
+        files["test"] = _list_images(root / "testing")
+        labels["test"] = [food11_label(f) for f in files["test"]]
+    if (root / "evaluation").is_dir():
+        files["evaluation"] = _list_images(root / "evaluation")
+        labels["evaluation"] = [-1] * len(files["evaluation"])
+    sidecar = Path(p.classes_file) if p.classes_file else root / "classes.txt"
+    n = max(labels["train"] + labels["val"], default=-1) + 1
+    if sidecar.is_file() or p.classes_file:
+        classes = _read_classes_file(sidecar)
+    elif n == len(FOOD11_CLASSES):
+        classes = FOOD11_CLASSES[:]
+    else:
+        classes = [str(i) for i in range(n)]
+        warn(f"{sidecar}: not found and the labels are 0..{n - 1} (not Food-11's 11 classes): classes are "
+             f"named '0'..'{n - 1}'; write one name per line there (or set data.classes_file) to name them")
+    for split in ("train", "val", "test"):
+        for f, y in zip(files.get(split, []), labels.get(split, [])):
+            if y >= len(classes):
+                raise PrepareError(f"{f}: label {y} is out of range for {len(classes)} classes ({sidecar})")
+    return files, labels, classes
+
+
+def _imagefolder_files(root: Path) -> tuple[Files, Labels, list[str]]:
+    """The ImageFolder layout's files, labels and class names (the folders of ``train/``, sorted)."""
+    train = root / "train"
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not is_hidden(d))
+    if not classes:
+        raise PrepareError(f"{train}: no class folders (ImageFolder layout wants train/<class>/*.jpg)")
+    clash = first_clash(classes)
+    if clash is not None:
+        a, b = (classes[i] for i in clash)
+        raise PrepareError(f"{train}: class folders {a!r} and {b!r} name one class (they differ only in case, "
+                           f"blanks around them or Unicode form); merge them or rename one")
+    files: Files = {}
+    labels: Labels = {}
+    for split, folder in (("train", "train"), ("val", "val"), ("test", "test")):
+        d = root / folder
+        if split != "test":
+            _require_dir(d, f"{split} ({folder}/)")
+        elif not d.is_dir():
+            continue
+        files[split], labels[split] = [], []
+        for c, name in enumerate(classes):
+            class_dir = _require_dir(d / name, f"class '{name}'")
+            found = _list_images(class_dir)
+            if not found:
+                raise PrepareError(f"{class_dir}: class '{name}' has no images")
+            files[split] += found
+            labels[split] += [c] * len(found)
+    return files, labels, classes
+
+
+def _check_and_split_test(root: Path, files: Files, labels: Labels, classes: list[str], gen: torch.Generator) -> None:
+    """Refuse a class without training images; without a labelled test split, make one of a seeded,
+    stratified half of validation (in place); warn about classes that val or test lack."""
+    counts = Counter(labels["train"])  # every class must have training images, or no model could learn it
     for c, name in enumerate(classes):
         if counts[c] == 0:
             raise PrepareError(f"{root}: class {c} ('{name}') has no training images")
-
-    if "test" not in files:  # no labelled test set: a seeded, stratified half of validation becomes test
+    if "test" not in files:
         keep, test = _stratified_half(labels["val"], gen)
         files["test"] = [files["val"][i] for i in test]
         labels["test"] = [labels["val"][i] for i in test]
@@ -347,6 +391,15 @@ def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Spli
         if missing:
             warn(f"{root}: the {split} split has no images of class {', '.join(missing)}; its accuracy "
                  f"cannot show how well these are recognised (add validation images of these classes)")
+
+
+def _prepare_folder(p: DataParams, gen: torch.Generator) -> tuple[dict[str, Split], list[str], dict]:
+    root = Path(p.root)
+    if not root.is_dir():
+        raise PrepareError(f"{root}: data.root folder not found")
+    layout = _layout(root)
+    files, labels, classes = _food11_files(root, p) if layout == "food11" else _imagefolder_files(root)
+    _check_and_split_test(root, files, labels, classes, gen)
 
     splits, skipped, skipped_files = {}, {}, {}
     for name in ("train", "val", "test", "evaluation"):

@@ -1,10 +1,13 @@
 """Several processes per training stage: ``torchrun`` with DistributedDataParallel, no new dependency.
 
 A stage whose ``<section>.train.nproc`` is 1 runs as one plain process. Above 1,
-``launch(cfg, key)`` (``relaunch`` with ``nproc: auto`` resolved) re-executes the same command line under ``python -m torch.distributed.run``
-(one machine, N processes, rendezvous on a free loopback port). Inside, ``context()`` initialises the
-process group (gloo on the CPU, NCCL on CUDA) and tells ``train.fit`` which shard of each global batch
-this rank trains on. Only rank 0 writes checkpoints, metrics and dvclive logs (``is_writer``).
+``launch(cfg, key)`` (``relaunch`` with ``nproc: auto`` resolved) runs the same command line under ``python -m
+torch.distributed.run`` (one machine, N processes, rendezvous on a free loopback port) and watches over it
+(``supervise``): stopped by SIGTERM, SIGHUP or Ctrl-C, or when ``dvc repro`` above it dies, the stage ends
+torchrun and every worker within seconds and stops with one line; the resume state stays that of the last
+complete epoch. Inside, ``context()`` initialises the process group (gloo on the CPU, NCCL on CUDA) and
+tells ``train.fit`` which shard of each global batch this rank trains on. Only rank 0 writes checkpoints,
+metrics and dvclive logs (``is_writer``).
 
 Several machines: run ``torchrun --nnodes=M --node-rank=i --rdzv-endpoint=HOST:PORT ... stages/<x>.py``
 yourself on each machine (docs/distributed.md): the stage sees ``WORLD_SIZE`` already
@@ -17,12 +20,18 @@ actually started (``check_batch``, in each rank, also under a torchrun started b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import select
+import signal
 import socket
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -96,8 +105,8 @@ def check_batch(batch_size: int, world: int, key: str = "train") -> None:
 
 
 def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size: int | None = None) -> None:
-    """With ``nproc`` > 1 and not yet under torchrun, replace this process by ``torchrun`` running the same
-    command line ``nproc`` times; returns (doing nothing) otherwise. ``TrainParams`` has already checked
+    """With ``nproc`` > 1 and not yet under torchrun, run ``torchrun`` with the same command line ``nproc`` times
+    and exit with its status (``supervise``); returns (doing nothing) otherwise. ``TrainParams`` has already checked
     that the global batch splits evenly over ``nproc``.
 
     Args:
@@ -126,7 +135,150 @@ def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size
            "--monitor-interval=1", sys.argv[0], *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, cmd, env)
+    supervise(cmd, env)
+
+
+# ---------------------------------------------------------------- the torchrun tree, ended with the stage
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)  # kill / a scheduler, a closed terminal, Ctrl-C
+GRACE_SECONDS = 5.0  # after SIGTERM, what is left of the tree gets SIGKILL
+
+
+class Stopped(UserError):
+    """The stage was stopped by a signal; its torchrun processes have ended."""
+
+
+class _Signalled(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _parent_pids() -> dict[int, int]:
+    """pid -> parent pid of every process (Linux ``/proc``; empty where there is none)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    # the command name in parentheses may hold spaces: the fields after its last ')'
+                    out[int(entry.name)] = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (children, theirs, ...): torchrun starts its workers in sessions of their
+    own, so neither its process group nor its session reaches them."""
+    parents, found, frontier = _parent_pids(), [], {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier and p not in found}
+        found += sorted(frontier)
+    return found
+
+
+def end_tree(child: subprocess.Popen, grace: float = GRACE_SECONDS) -> int:
+    """End ``child`` (torchrun, started here in a session of its own) and every process under it: SIGKILL to
+    torchrun (its own shutdown would wait 30 s and print a traceback), SIGTERM to the rest, SIGKILL to what is
+    left after ``grace`` seconds. Each process is held by a pidfd where Linux has them, so a PID reused in the
+    meantime is never signalled. Returns how many processes there were under torchrun."""
+    under = descendants(child.pid)
+    handles = {}
+    for pid in under:
+        with contextlib.suppress(OSError, AttributeError):
+            handles[pid] = os.pidfd_open(pid)
+
+    def send(pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if pid in handles:
+                signal.pidfd_send_signal(handles[pid], sig)
+            else:
+                os.kill(pid, sig)
+
+    def alive(pid: int) -> bool:
+        if pid in handles:  # a pidfd reads as ready once its process has ended
+            return not select.select([handles[pid]], [], [], 0)[0]
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    for pid in under:
+        send(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(alive(p) for p in under) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in under:
+        if alive(pid):
+            send(pid, signal.SIGKILL)
+    child.wait()
+    for pid in under:  # orphans come to this process (a subreaper, see _watch_over_torchrun): reap them
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    for fd in handles.values():
+        os.close(fd)
+    return len(under)
+
+
+def _prctl(option: int, value: int) -> bool:
+    """Linux ``prctl(option, value)``; False where there is none."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_over_torchrun() -> None:
+    """Linux: SIGTERM this process when its parent (``dvc repro``) dies, e.g. by ``kill <pid>``, so the torchrun
+    tree does not train on unseen (PR_SET_PDEATHSIG); and adopt torchrun's workers if it dies first, so
+    ``end_tree`` reaps them whatever the system's init does (PR_SET_CHILD_SUBREAPER)."""
+    if _prctl(1, int(signal.SIGTERM)) and os.getppid() == 1:  # the parent was gone before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+    _prctl(36, 1)
+
+
+def supervise(cmd: list[str], env: dict[str, str]) -> NoReturn:
+    """Run torchrun (``cmd``) in a session of its own and exit with its status. On SIGTERM, SIGHUP or SIGINT
+    (each unless ignored when the stage started, as ``nohup`` or a background job leave them) end the whole
+    torchrun tree within seconds (``end_tree``) and stop with one line: ``Stopped`` (``KeyboardInterrupt`` for
+    Ctrl-C). Each rank's resume state is saved atomically at an epoch's end, so the last complete epoch's
+    state is intact and the next ``dvc repro`` resumes there.
+
+    Args:
+        cmd: the torchrun command line.
+        env: its environment.
+    """
+    caught: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def on_signal(signum: int, _frame) -> None:
+        caught.append(signum)
+        if child is not None and len(caught) == 1:  # once: dvc dying of the same SIGHUP sends a SIGTERM after it
+            raise _Signalled(signum)
+
+    handled = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    for sig in handled:
+        signal.signal(sig, on_signal)
+    _watch_over_torchrun()
+    try:
+        child = subprocess.Popen(cmd, env=env, start_new_session=True)
+        if caught:  # a signal while torchrun was starting
+            raise _Signalled(caught[0])
+        code = None
+        while code is None:  # short waits: a signal taken by another thread does not interrupt a long one
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = child.wait(timeout=1)
+    except _Signalled as e:
+        n = end_tree(child)
+        print(file=sys.stderr)  # rank 0's progress bar was cut mid-line: the stage's line goes on one of its own
+        if e.signum == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise Stopped(f"stopped by {signal.Signals(e.signum).name}: torchrun and its {n} processes ended; the next "
+                      f"dvc repro resumes at the last complete epoch") from None
+    raise SystemExit(code if code >= 0 else 128 - code)
 
 
 def launch(cfg: TrainParams, key: str) -> None:

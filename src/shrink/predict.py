@@ -9,13 +9,17 @@ with ``csv.reader(f, delimiter="\t")``).
 Images are decoded exactly as the prepare stage decoded the training data (``data.decode_image``:
 RGB, whole image resized to ``image_size`` with antialiasing), normalised with the artifact's own
 mean/std and classified in batches. An unreadable file prints ``error: <path>: cannot read image (...)``
-on stderr and the rest still run; the exit code is 1 if any file failed, else 0.
+on stderr and the rest still run; so does a special file (a named pipe, a device, a socket, or a symlink to
+one), named or found in a folder with an image's name: ``error: <path>: not a regular file (a named pipe)``,
+and it is never opened. The exit code is 1 if any file failed, else 0.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -53,13 +57,40 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder, symlinks followed (``"a named pipe"``,
+    ``"a symbolic link to a character device, /dev/zero"``); None for files, folders and missing paths.
+    Only stats it: opening a pipe blocks until a writer comes, and a device can be read for ever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for is_kind, name in SPECIAL_KINDS if is_kind(mode)), "an unknown kind of file")
+    return f"a symbolic link to {kind}, {os.path.realpath(path)}" if path.is_symlink() else kind
+
+
 def _expand(paths: Sequence[str], errors: list[str]) -> Iterator[Path]:
-    """Files in argument order; folders expand to their images, sorted. Problems go to ``errors``."""
+    """Files in argument order; folders expand to their images, sorted. Problems go to ``errors``, among them
+    special files (pipes, devices, sockets), named or found in a folder with an image's name: never opened."""
     for arg in paths:
         p = Path(arg)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
+        if kind := special_file(p):
+            errors.append(f"{p}: not a regular file ({kind})")
+        elif p.is_dir():
+            found, special = [], 0
+            for f in sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS):
+                if kind := special_file(f):
+                    errors.append(f"{f}: not a regular file ({kind})")
+                    special += 1
+                elif f.is_file():
+                    found.append(f)
+            if not found and not special:
                 errors.append(f"{p}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
             yield from found
         elif p.is_file():

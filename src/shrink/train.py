@@ -6,10 +6,11 @@ Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ct
 "view-aware": ``fit`` calls ``prepare`` once, and each step passes ``views=(indices, flipped)`` too,
 so it can look up what it precomputed (distillation's cached teacher logits). An epoch is its data half,
 ``batches.epoch_batches`` (the prepared uint8 tensors in a seeded order, augmented and normalised as whole-batch
-tensor ops on the training device), fed to its step half, ``train_step``. On CUDA the training split is copied to
-the GPU once: a training step makes no host-device sync of its own (SyncBatchNorm and fp16's GradScaler each make
-one per step, inside PyTorch). ``fit`` carries its state from epoch to epoch in one ``resume.TrainState``, the
-object a resume state saves and restores.
+tensor ops on the training device), fed to its step half, ``train_step``. On CUDA the splits are copied to the
+GPU once when they take at most a third of its free memory (else they stay in pinned host memory and each batch is
+copied: ``device.placement``), and a training step makes no host-device sync of its own (SyncBatchNorm and fp16's
+GradScaler each make one per step, inside PyTorch). ``fit`` carries its state from epoch to epoch in one
+``resume.TrainState``, the object a resume state saves and restores.
 
 Several processes (``cfg.nproc`` > 1, started by torchrun: ``distributed.py``): every rank draws the
 same global batch order and augmentation from the same seed and trains on its contiguous part of
@@ -23,13 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from tqdm import tqdm
 from .batches import Batch, batch_starts, epoch_batches
 from .config import TrainParams
 from .data import Split, normalizer
-from .device import amp_dtype, select_device
+from .device import amp_dtype, place_splits, select_device
 from .distributed import SINGLE, Dist, all_sum, context, revert_sync_batchnorm, shard, sync_buffers
 from .models import output_layer_name
 from .resume import Resume, TrainState
@@ -262,14 +262,6 @@ def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
-def on_device(splits: Iterable[Split], device: torch.device) -> list[Split]:
-    """The splits on ``device`` when it is a GPU (as they are on the CPU): the uint8 splits fit on any GPU
-    (Fashion-MNIST's train split is ~130 MB), so each step gathers its batch there instead of copying one over."""
-    if device.type != "cuda":
-        return list(splits)
-    return [dataclasses.replace(s, images=s.images.to(device), labels=s.labels.to(device)) for s in splits]
-
-
 def new_state(model: nn.Module, train: Split, cfg: TrainParams, seed: int, backbone_lr_mult: float,
               ctx: Dist) -> TrainState:
     """A run's state before its first epoch: optimiser, schedule, GradScaler (fp16 only) and the generator
@@ -350,7 +342,7 @@ def fit(
     net = prepare_model(model, cfg, ctx)
     model = getattr(net, "module", net)  # with SyncBatchNorm, a converted copy of the layers
     seed_rank(seed, ctx.rank)  # after DDP's broadcast of rank 0's weights: the model is the same everywhere
-    train, val = on_device((train, val), ctx.device)
+    train, val = place_splits((train, val), ctx.device, desc if ctx.is_writer else None)
     norm = normalizer(meta, ctx.device)
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     if hasattr(loss_fn, "prepare"):
