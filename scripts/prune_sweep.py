@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from shrink.prune import base_channels_of, bn_l1_hook, rebuild_kwargs, slim
     from shrink.quantize import save_int8w
     from shrink.runtime import load_runtime
-    from shrink.train import evaluate, fit, seed_everything
+    from shrink.train import fit, loss_and_accuracy, seed_everything
 
     torch.set_num_threads(a.threads)
     params = load_params(a.params)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model, keep = slim(model, width, cfg, base)
         kwargs = rebuild_kwargs(model, kwargs)
-        cut = evaluate(model, val, norm)[1]
+        cut = loss_and_accuracy(model, val, norm)[1]
         res = fit(model, train, val, meta, dataclasses.replace(train_cfg, epochs=ep), seed=a.seed, loss_fn=loss,
                   after_backward=bn_l1_hook(l1, cfg.blocks), desc=f"round {i} w{width:g}")
         model = res.model
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             q_val, q_test = accuracy(run, val, norm)[0], accuracy(run, test, norm)[0]
         row = {**setup, "round": i, "width": width, "round_epochs": ep, "params": count_params(model),
                "channels": {k: len(v) for k, v in keep.items()}, "val_after_cut": round(cut, 4),
-               "val_acc": round(res.best_val_acc, 4), "test_acc": round(evaluate(model, test, norm)[1], 4),
+               "val_acc": round(res.best_val_acc, 4), "test_acc": round(loss_and_accuracy(model, test, norm)[1], 4),
                "int8w_bytes": size, "int8w_val": round(q_val, 4), "int8w_test": round(q_test, 4),
                "seconds": round(time.perf_counter() - t0, 1)}
         line = json.dumps(row)

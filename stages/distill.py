@@ -10,7 +10,7 @@ with stage("distill", __doc__, reads=("seed", "student_net", "distill", "slim"),
     from shrink.distill import make_kd_loss
     from shrink.distributed import launch
     from shrink.models import build_model, student_kwargs
-    from shrink.pipeline import as_params, run_training
+    from shrink.pipeline import Outputs, TrainJob, as_params, run_training
     from shrink.prune import bn_l1_hook
     from shrink.train import seed_everything
 
@@ -23,8 +23,8 @@ with stage("distill", __doc__, reads=("seed", "student_net", "distill", "slim"),
     teacher = model_from_checkpoint(ckpt)  # KDLoss.prepare moves it to the training device
     kwargs = student_kwargs(arch.arch, arch.base, arch.width_mult, arch.small_input)
     model = build_model(arch.arch, len(meta["classes"]), **kwargs)
-    run_training(model, name=arch.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
-                 resolved=as_params(seed=seed, student_net=arch, distill=p, slim=slim), data_dir=args.data,
-                 out=args.out, metrics_path=args.metrics, live_dir=args.live,
-                 loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(slim.l1),
-                 extra_metrics={"temperature": p.temperature, "alpha": p.alpha}, desc="distill")
+    run_training(TrainJob(model, arch.arch, kwargs, p.train, seed,
+                          as_params(seed=seed, student_net=arch, distill=p, slim=slim),
+                          loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(slim.l1)),
+                 "distill", args.data, Outputs(args.out, args.metrics, args.live),
+                 extra_metrics={"temperature": p.temperature, "alpha": p.alpha})

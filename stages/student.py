@@ -7,7 +7,7 @@ with stage("student", __doc__, reads=("seed", "student_net", "student"), inputs=
     from shrink.data import load_meta
     from shrink.distributed import launch
     from shrink.models import build_model, student_kwargs
-    from shrink.pipeline import as_params, run_training
+    from shrink.pipeline import Outputs, TrainJob, as_params, run_training
     from shrink.train import seed_everything
 
     arch, p, seed = params.student_net, params.student, params.seed
@@ -15,6 +15,5 @@ with stage("student", __doc__, reads=("seed", "student_net", "student"), inputs=
     seed_everything(seed)
     kwargs = student_kwargs(arch.arch, arch.base, arch.width_mult, arch.small_input)
     model = build_model(arch.arch, len(load_meta(args.data)["classes"]), **kwargs)
-    run_training(model, name=arch.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
-                 resolved=as_params(seed=seed, student_net=arch, student=p), data_dir=args.data, out=args.out,
-                 metrics_path=args.metrics, live_dir=args.live, desc="student")
+    run_training(TrainJob(model, arch.arch, kwargs, p.train, seed, as_params(seed=seed, student_net=arch, student=p)),
+                 "student", args.data, Outputs(args.out, args.metrics, args.live))

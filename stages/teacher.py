@@ -10,7 +10,7 @@ with stage("teacher", __doc__, reads=("seed", "teacher"),
     from shrink.data import load_meta
     from shrink.distributed import launch
     from shrink.models import build_model, teacher_kwargs
-    from shrink.pipeline import as_params, run_training
+    from shrink.pipeline import Outputs, TrainJob, as_params, run_training
     from shrink.pretrained import load_backbone, resolve
     from shrink.train import seed_everything
 
@@ -23,9 +23,9 @@ with stage("teacher", __doc__, reads=("seed", "teacher"),
                             meta["image_size"], meta["mean"], meta["std"])
     model = build_model(p.arch, len(meta["classes"]), **kwargs)
     source = load_backbone(model, weights, p.arch) if weights else None  # checked: hash, weights_only, keys
-    run_training(model, name=p.arch, model_kwargs=kwargs, cfg=p.train, seed=seed,
-                 resolved=as_params(seed=seed, teacher=p), data_dir=args.data, out=args.out,
-                 metrics_path=args.metrics, live_dir=args.live, desc="teacher", backbone_lr_mult=p.backbone_lr_mult,
+    run_training(TrainJob(model, p.arch, kwargs, p.train, seed, as_params(seed=seed, teacher=p),
+                          backbone_lr_mult=p.backbone_lr_mult),
+                 "teacher", args.data, Outputs(args.out, args.metrics, args.live),
                  extra_metrics={"weights": source, "input_size": p.input_size or meta["image_size"],
                                 "input_norm": kwargs.get("input_norm", {}).get("name", "data")},
                  extra_ckpt={"weights": source})

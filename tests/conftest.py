@@ -82,9 +82,8 @@ import shutil
 import subprocess
 import sys
 
-import yaml
-
-from shrink.bench.project import copy_pipeline, init_repo, tiny_overrides  # one "tiny", shared with `shrink bench --quick`
+# one "tiny project": `shrink bench --quick`'s, over the images below (shrink.bench.project's docstring)
+from shrink.bench.project import copy_pipeline, init_repo, tiny_overrides
 
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -148,16 +147,16 @@ def make_tiny_images(root: Path) -> Path:
 
 def make_project(dest: Path, edit=None) -> Path:
     """A new git + DVC repo holding this project's pipeline with tiny params over the tiny images, committed."""
-    copy_pipeline(ROOT, dest)
+    def tiny(params: dict) -> None:
+        tiny_overrides(params)
+        params["data"].update(source="folder", root=TINY_DATA, limit=None)
+        for stage, (batch, epochs) in TINY_LEARN.items():
+            params[stage]["train"].update(batch_size=batch, epochs=epochs)
+        if edit:
+            edit(params)
+
+    copy_pipeline(ROOT, dest, tiny)
     make_tiny_images(dest / TINY_DATA)
-    params = tiny_overrides(yaml.safe_load((dest / "params.yaml").read_text()))
-    params["data"].update(source="folder", root=TINY_DATA, limit=None)
-    for stage, (batch, epochs) in TINY_LEARN.items():
-        params[stage]["train"].update(batch_size=batch, epochs=epochs)
-    if edit:
-        edit(params)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / ".gitignore").write_text("__pycache__/\n")
     return init_repo(dest, "tiny project")
 
 

@@ -57,7 +57,7 @@ def base_project(tmp_path_factory) -> Path:
     prepare(DataParams(source="folder", root=str(root), image_size=16), proj / "data/prepared", seed=0)
     meta = load_meta(proj / "data/prepared")
     teacher = build_model("resnet18", 3)
-    save_checkpoint(proj / "models/teacher.pt", teacher, name="resnet18", model_kwargs={"pretrained": "none"},
+    save_checkpoint(proj / "models/teacher.pt", teacher, name="resnet18", model_kwargs={},
                     num_classes=3, data_meta={k: meta[k] for k in ("classes", "mean", "std", "image_size")}, params={})
     return proj
 
@@ -164,7 +164,6 @@ PARAMS_CASES = [
     (setp("teacher.input_size", 4), "teacher.input_size", "between 8 and 1024"),
     (setp("teacher.input_norm", "imagenet1k"), "teacher.input_norm", "one of"),
     (setp("teacher.backbone_lr_mult", 0), "teacher.backbone_lr_mult", "(0, 1]"),
-    (lambda p: p["teacher"].update(pretrained="imagenet"), "teacher.pretrained", "replaced by teacher.weights"),
     (lambda p: p["teacher"].update(arch="efficientnet_lite0", small_input=True), "teacher.small_input",
      "input_size"),
     (setp("student_net.arch", "efficientnet_lite0"), "student_net.arch", "teacher only"),
@@ -521,8 +520,8 @@ def test_a_last_batch_of_one_image_trains(proj, monkeypatch, capsys):
 def artifact(base_project, tmp_path) -> Path:
     meta = load_meta(base_project / "data/prepared")
     path = tmp_path / "student.pt"
-    model = build_model("student", 3, widths=[4] * 8)
-    save_checkpoint(path, model, name="student", model_kwargs={"widths": [4] * 8}, num_classes=3,
+    model = build_model("studentnet", 3, widths=[4] * 8)
+    save_checkpoint(path, model, name="studentnet", model_kwargs={"widths": [4] * 8}, num_classes=3,
                     data_meta={k: meta[k] for k in ("classes", "mean", "std", "image_size")}, params={})
     return path
 

@@ -13,7 +13,7 @@ from shrink import bench
 from shrink.bench import project, report, sections, targets
 from shrink.bench.datapath import SeedStyleDataset, seed_transform, write_food11_folder
 from shrink.config import DataParams, EvaluateParams
-from shrink.data import Split, _food11_label, load_split, prepare
+from shrink.data import Split, food11_label, load_split, prepare
 from shrink.evaluate import REFERENCE, decide
 from shrink.formats import get_format
 from shrink.measure import Entry, compare
@@ -126,11 +126,11 @@ def test_food11_folder_reads_back_through_prepare_with_the_same_labels(tmp_path)
     files = write_food11_folder(images, labels, tmp_path / "food", val=4)
     assert [f.name for f in files] == [f"{int(y)}_{i}.jpg" for i, y in enumerate(labels)]
     assert len(list((tmp_path / "food" / "validation").glob("*.jpg"))) == 4
-    assert [_food11_label(f) for f in files] == labels.tolist()
+    assert [food11_label(f) for f in files] == labels.tolist()
 
     prepare(DataParams(source="folder", root=str(tmp_path / "food"), image_size=16), tmp_path / "prepared", seed=0)
     train = load_split(tmp_path / "prepared", "train")
-    expected = [_food11_label(f) for f in sorted(files)]  # prepare lists files in name order
+    expected = [food11_label(f) for f in sorted(files)]  # prepare lists files in name order
     assert train.labels.tolist() == expected
     assert train.images.shape == (12, 3, 16, 16)
 

@@ -9,11 +9,13 @@ import torch.nn.functional as F
 
 from conftest import KERNEL_TOL, assert_same_logits
 from shrink import train as train_mod
+from shrink.batches import augment
 from shrink.config import ParamsError, TrainParams, UserError
 from shrink.data import Split, normalizer
+from shrink.device import amp_dtype, autocast_dtype, place_splits, placement
 from shrink.distributed import check_batch, check_nproc, context, relaunch
 from shrink.models import build_model, student_widths
-from shrink.train import amp_dtype, augment, autocast_dtype, predict_logits, seed_everything, seed_rank, train_one_epoch
+from shrink.train import predict_logits, seed_everything, seed_rank, train_one_epoch
 
 META = {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
 
@@ -101,7 +103,7 @@ def test_evaluation_ignores_autocast(monkeypatch):
     |logit| (Zen 4, AVX-512 and AVX2 paths); bf16 moves the logits by 1.6e-3 of it (1.2e-2 relative on the
     element it moves most), as much when predict_logits itself was made to autocast: 80x the tolerance."""
     torch.manual_seed(0)
-    model = build_model("student", 4, widths=student_widths(8, 1.0)).eval()
+    model = build_model("studentnet", 4, widths=student_widths(8, 1.0)).eval()
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
     norm = normalizer(META)
     with torch.no_grad():
@@ -112,6 +114,16 @@ def test_evaluation_ignores_autocast(monkeypatch):
         assert_same_logits(bf16, fp32, tol=10 * KERNEL_TOL)
     monkeypatch.setattr(train_mod, "amp_dtype", lambda device: torch.bfloat16)
     assert_same_logits(predict_logits(model, images, norm, batch_size=8), fp32, what="predict_logits, in batches of 8")
+
+
+def test_predict_logits_takes_any_callable():
+    """A plain callable (e.g. an ONNX Runtime session's wrapper, returning NumPy) predicts like the module."""
+    torch.manual_seed(0)
+    model = build_model("studentnet", 4, widths=student_widths(8, 1.0)).eval()
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    norm = normalizer(META)
+    got = predict_logits(lambda x: model(x).numpy(), images, norm, batch_size=4)  # no_grad: predict_logits's
+    assert torch.equal(got, predict_logits(model, images, norm, batch_size=4))
 
 
 def draws(seed: int, total: int, padding: int, flip: bool) -> torch.Generator:
@@ -152,14 +164,14 @@ def test_an_epoch_on_the_cpu_draws_what_it_always_drew():
     n, batch = 49, 16
     data = Split(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 3, (n,), generator=g))
     torch.manual_seed(0)
-    model = build_model("student", 3, widths=student_widths(4, 1.0))
+    model = build_model("studentnet", 3, widths=student_widths(4, 1.0))
     cfg = TrainParams(batch_size=batch, crop_padding=2, flip=True, device="cpu")
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(7)
     train_one_epoch(model, data, normalizer(META), opt, cfg, gen, loss_fn=lambda lo, y, _x: F.cross_entropy(lo, y))
     want = torch.Generator().manual_seed(7)
     torch.randperm(n, generator=want)
-    for size in (16, 16, 17):  # a last batch of 1 joins the previous one (train.batch_starts)
+    for size in (16, 16, 17):  # a last batch of 1 joins the previous one (batches.batch_starts)
         for _ in range(2):
             torch.randint(0, 5, (size, 1), generator=want)
         torch.rand(size, generator=want)
@@ -204,12 +216,12 @@ GB = 10**9
     (1.0 * GB + 1, 3.0 * GB, "batches"),
 ])
 def test_splits_go_to_the_gpu_only_with_room_to_train(split_bytes, free_bytes, where):
-    assert train_mod.placement(int(split_bytes), int(free_bytes)) == where
+    assert placement(int(split_bytes), int(free_bytes)) == where
 
 
 def test_on_the_cpu_the_splits_stay_as_they_are(capsys):
     """No device query, no copy, no line: the CPU path is what it always was."""
     a = Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
     b = Split(torch.ones(2, 3, 8, 8, dtype=torch.uint8), torch.ones(2, dtype=torch.long))
-    assert train_mod.place_splits((a, b), torch.device("cpu"), "teacher") == (a, b)
+    assert place_splits((a, b), torch.device("cpu"), "teacher") == (a, b)
     assert capsys.readouterr() == ("", "")

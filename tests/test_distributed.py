@@ -27,7 +27,7 @@ from conftest import assert_same_logits, copy_project, dvc
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint
 from shrink.config import ParamsError, auto_nproc, load_params
 from shrink.distributed import Dist, shard, state_hash
-from shrink.train import batch_starts
+from shrink.batches import batch_starts
 
 EFFECT_SHARE = 0.1  # see the module doc
 BATCH, EPOCHS = 32, 2
@@ -159,10 +159,10 @@ def test_cached_teacher_logits_are_what_the_teacher_computes_per_view(channels_l
     from shrink.distill import kd_loss, make_kd_loss
     from shrink.distributed import SINGLE
     from shrink.models import build_model, student_widths
-    from shrink.train import augment
+    from shrink.batches import augment
 
     torch.manual_seed(0)
-    teacher = build_model("student", 5, widths=student_widths(8, 1.0))
+    teacher = build_model("studentnet", 5, widths=student_widths(8, 1.0))
     teacher.train()  # make_kd_loss must put it in eval mode, or the cache would not be exact
     data = Split(torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 5, (40,)))
     norm = lambda x: (x.float() - 128) / 64  # noqa: E731

@@ -700,7 +700,7 @@ if _n and sys.argv and sys.argv[0].endswith(os.environ["SHRINK_TEST_FAIL_SCRIPT"
     torch.save = _save
     if os.environ.get("SHRINK_TEST_FAIL_EVAL"):  # a fault inside training: the Nth validation raises
         import shrink.train
-        _real_eval, _evals = shrink.train.evaluate, [0]
+        _real_eval, _evals = shrink.train.loss_and_accuracy, [0]
 
         def _evaluate(*args, **kwargs):
             _evals[0] += 1
@@ -708,7 +708,7 @@ if _n and sys.argv and sys.argv[0].endswith(os.environ["SHRINK_TEST_FAIL_SCRIPT"
                 raise RuntimeError("validation failed (injected by the test)")
             return _real_eval(*args, **kwargs)
 
-        shrink.train.evaluate = _evaluate
+        shrink.train.loss_and_accuracy = _evaluate
 '''
 
 

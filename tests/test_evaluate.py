@@ -67,7 +67,7 @@ def test_others_busy_sees_another_process_and_not_this_one():
 def test_fp32_onnx_export_runs_in_ort_like_torch(tmp_path):
     torch.manual_seed(0)
     model = StudentNet(num_classes=4).eval()
-    meta = {"model": "student", "model_kwargs": {"widths": model.widths}, "num_classes": 4,
+    meta = {"model": "studentnet", "model_kwargs": {"widths": model.widths}, "num_classes": 4,
             "data": {"classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}}
     export_onnx(model, torch.zeros(1, 3, 16, 16), tmp_path / "s.onnx", meta={**meta, "kind": "fp32"})
     run = load_runtime(tmp_path / "s.onnx", threads=1)

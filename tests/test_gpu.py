@@ -22,13 +22,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from shrink import device as device_mod
 from shrink import train as train_mod
+from shrink.batches import augment
 from shrink.config import TrainParams
 from shrink.data import FASHION_MNIST_FILES, Split, normalizer
 from shrink.distill import make_kd_loss
 from shrink.models import build_model, student_widths
 from shrink.prune import bn_l1_hook
-from shrink.train import amp_dtype, augment, evaluate, fit, seed_everything, select_device
+from shrink.device import amp_dtype, select_device
+from shrink.train import fit, loss_and_accuracy, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -69,7 +72,7 @@ def learnable(n: int, classes: int = 4, size: int = 16, seed: int = 0) -> Split:
 
 
 def student() -> torch.nn.Module:
-    return build_model("student", 4, widths=student_widths(16, 1.0))
+    return build_model("studentnet", 4, widths=student_widths(16, 1.0))
 
 
 def test_amp_dtype_is_bf16_only_with_bf16_hardware():
@@ -167,15 +170,15 @@ def test_fit_on_cuda_learns_and_reports_fp32_accuracy(loss, amp, teacher, monkey
     # the CPU's equals it up to kernel rounding (at most a couple of the 256 images on a decision boundary)
     p = next(result.model.parameters())
     assert p.device.type == "cpu" and p.is_contiguous() and p.dtype == torch.float32
-    cpu_acc = evaluate(result.model, val, normalizer(META))[1]
+    cpu_acc = loss_and_accuracy(result.model, val, normalizer(META))[1]
     assert abs(cpu_acc - result.best_val_acc) <= 2 / 256, (cpu_acc, result.best_val_acc)
 
 
 @pytest.mark.parametrize("where", ["device", "batches"])
 def test_fit_places_the_splits_as_decided_and_says_so(where, monkeypatch, capsys):
-    """Both placements (``train.placement``, decided on the CPU in tests/test_device.py), forced: the splits on
+    """Both placements (``device.placement``, decided on the CPU in tests/test_device.py), forced: the splits on
     the device, or in pinned host memory with each batch copied (a GPU too small for them); both learn."""
-    monkeypatch.setattr(train_mod, "placement", lambda size, free: where)
+    monkeypatch.setattr(device_mod, "placement", lambda size, free: where)
     seen = []
     real_epoch = train_mod.train_one_epoch
     monkeypatch.setattr(train_mod, "train_one_epoch", lambda model, data, *a, **k: seen.append(

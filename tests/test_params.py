@@ -28,6 +28,28 @@ def test_the_repo_params_load_into_one_typed_object():
     assert tuple(p.prune.blocks) == PRUNABLE_BLOCKS  # config's default blocks are the registry's
 
 
+def test_the_defaults_are_the_repo_params():
+    """One truth: every dataclass default is params.yaml's value, so code (and a test) that builds ``Params()`` or
+    a section's default runs what ships. Not the rounds: DVC makes the prune stages from params.yaml's rounds
+    itself (foreach), so a default round would be one that no stage runs."""
+    shipped = load_params(ROOT / "params.yaml")
+    default = Params()
+    assert default.prune.rounds == {} and shipped.prune.rounds
+    rounds = dataclasses.replace(default.prune, rounds=shipped.prune.rounds)
+    assert dataclasses.replace(default, prune=rounds) == shipped
+    assert TrainParams() == shipped.student.train  # the class's own defaults: the student's section
+
+
+def test_a_key_left_out_takes_its_sections_default():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["teacher"]["train"]["lr"], raw["prune"]["finetune"]["alpha"], raw["prune"]["finetune"]["train"]["schedule"]
+    p, shipped = validate(raw), load_params(ROOT / "params.yaml")
+    assert p.teacher.train.lr == shipped.teacher.train.lr != TrainParams().lr
+    assert p.prune.finetune == shipped.prune.finetune
+    assert validate({"teacher": {"train": {"epochs": 1}}}).teacher.train == dataclasses.replace(
+        shipped.teacher.train, epochs=1)
+
+
 def test_one_round_alone_is_what_a_round_records():
     p = load_params(ROOT / "params.yaml").prune
     one = p.only("prune_2")

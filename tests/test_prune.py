@@ -160,7 +160,7 @@ def trained() -> StudentNet:
 def test_cut_changes_exactly_the_coupled_tensors():
     model = randomize(StudentNet(), seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    new, keep = slim(model, 0.5, PruneParams())
+    new, keep = slim(model, 0.5, PruneParams(mode="layer"))
     keep = by_index(keep)
 
     w = student_widths()
@@ -205,7 +205,7 @@ def test_cut_changes_exactly_the_coupled_tensors():
 
 def test_kept_values_are_the_parents_channels():
     model = randomize(StudentNet(), seed=3)
-    new, keep = slim(model, 0.75, PruneParams())
+    new, keep = slim(model, 0.75, PruneParams(mode="layer"))
     keep = by_index(keep)
     j = 4
     idx = keep[j]
@@ -261,12 +261,12 @@ def test_mask_leaves_input_unchanged():
 # ---------------------------------------------------------------- checkpoints
 
 def test_pruned_checkpoint_reloads(tmp_path, trained):
-    pruned, keep = slim(trained, 0.7, PruneParams())
+    pruned, keep = slim(trained, 0.7, PruneParams(mode="layer"))
     path = tmp_path / "prune_1.pt"
     save_checkpoint(  # as stages/prune.py does, under the name older checkpoints carry
-        path, pruned, name="student", model_kwargs=rebuild_kwargs(pruned, {"widths": trained.widths}), num_classes=10,
+        path, pruned, name="studentnet", model_kwargs=rebuild_kwargs(pruned, {"widths": trained.widths}), num_classes=10,
         data_meta={"classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 28},
-        params={"prune": dataclasses.asdict(PruneParams()), "width": 0.7},
+        params={"prune": dataclasses.asdict(PruneParams(mode="layer")), "width": 0.7},
         extra={"base_channels": base_channels_of(trained), "kept_channels": keep_as_lists(keep)},
     )
     back = model_from_checkpoint(path)
@@ -275,7 +275,7 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
     assert torch.equal(logits(back, x), logits(pruned, x))  # same shapes and batch: the same kernels, bit for bit
     # a second round from the reloaded net, sized against the original widths
     ckpt = torch.load(path, weights_only=True)
-    _, keep2 = slim(back, 0.49, PruneParams(round_to=1), ckpt["base_channels"])
+    _, keep2 = slim(back, 0.49, PruneParams(mode="layer", round_to=1), ckpt["base_channels"])
     assert {n: len(v) for n, v in keep2.items()} == by_name({j: int(trained.widths[j] * 0.49) for j in PRUNABLE_BLOCKS})
 
 
@@ -284,10 +284,10 @@ def test_pruned_checkpoint_reloads(tmp_path, trained):
 def test_layer_mode_counts_follow_the_course():
     model = StudentNet()
     for w in (0.95, 0.9025, 0.857375, 0.5):
-        keep = by_index(slim(model, w, PruneParams(round_to=1))[1])
+        keep = by_index(slim(model, w, PruneParams(mode="layer", round_to=1))[1])
         assert [len(keep[j]) for j in PRUNABLE_BLOCKS] == [student_widths(width_mult=w)[j] for j in PRUNABLE_BLOCKS]
     # the floor binds only at tiny widths
-    keep = slim(model, 0.01, PruneParams(min_channels=8))[1]
+    keep = slim(model, 0.01, PruneParams(mode="layer", min_channels=8))[1]
     assert len(keep) == 4 and all(len(v) == 8 for v in keep.values())
     assert {n: int(c * 0.95) for n, c in base_channels_of(model).items()} == by_name({3: 121, 4: 243, 5: 243, 6: 243})
 
@@ -355,7 +355,7 @@ def test_params_load_with_from_dict():
     assert p == PruneParams(mode="global", min_channels=4, blocks=[3, 4])
     assert from_dict(PruneParams, None, "prune") == PruneParams()
     r = from_dict(RoundParams, {"parent": "distill", "width": 0.95}, "prune_1")
-    assert (r.parent, r.width, r.epochs) == ("distill", 0.95, 3)
+    assert (r.parent, r.width, r.epochs) == ("distill", 0.95, 8)  # the shipped rounds' epochs
     assert from_dict(RoundParams, {"parent": "prune_1", "width": 1, "epochs": 2}, "prune_2").width == 1.0
     with pytest.raises(ParamsError, match="prune.minchannels"):
         from_dict(PruneParams, {"minchannels": 4}, "prune")
@@ -460,7 +460,7 @@ def test_rounds_match_the_course_loop():
     for _ in range(3):
         width *= 0.95
         course = network_slimming(course, StudentNet(width_mult=width)).eval()
-        ours, _ = slim(ours, width, PruneParams(round_to=1), base_channels_of(net))
+        ours, _ = slim(ours, width, PruneParams(mode="layer", round_to=1), base_channels_of(net))
         assert ours.widths == course.widths
         assert_same_logits(logits(ours, x), logits(course, x))
 
@@ -548,7 +548,7 @@ def test_default_rounds_widths():
     base = base_channels_of(model)
     got = []
     for width in COURSE_SCHEDULE:
-        model, _ = slim(model, width, PruneParams(), base)
+        model, _ = slim(model, width, PruneParams(mode="layer"), base)
         got.append((model.widths[3], model.widths[4]))
         assert model.widths[4] == model.widths[5] == model.widths[6]
     assert got == [(120, 240), (112, 232), (112, 216), (104, 208), (96, 200)]
@@ -559,7 +559,7 @@ def test_round_to_one_is_the_exact_schedule():
     model = randomize(StudentNet(), seed=9, positive_gamma=True)
     base = base_channels_of(model)
     for width in COURSE_SCHEDULE:
-        model, _ = slim(model, width, PruneParams(round_to=1), base)
+        model, _ = slim(model, width, PruneParams(mode="layer", round_to=1), base)
         assert model.widths == student_widths(width_mult=width)
     assert [model.widths[j] for j in PRUNABLE_BLOCKS] == [99, 198, 198, 198]
 
@@ -568,12 +568,12 @@ def test_rounding_parent_edges():
     model = StudentNet()
     base = model.widths
     # a parent cut exactly (121 channels), then rounded: the nearest multiple that it has
-    exact, _ = slim(model, 0.95, PruneParams(round_to=1))
+    exact, _ = slim(model, 0.95, PruneParams(mode="layer", round_to=1))
     assert exact.widths[3] == 121
     keep = by_index(choose(scores(exact, (3, 4)), by_name({3: 121, 4: 243}), round_to=8))
     assert (len(keep[3]), len(keep[4])) == (120, 240)
     # a target just above a rounded parent (within round_to - 1) is the parent's rounding, not an error
-    rounded, _ = slim(model, 0.95, PruneParams(), base_channels_of(model))
+    rounded, _ = slim(model, 0.95, PruneParams(mode="layer"), base_channels_of(model))
     assert rounded.widths[3] == 120
     assert len(choose(scores(rounded, (3,)), {"cnn.3.3": 123}, round_to=8)["cnn.3.3"]) == 120
     with pytest.raises(ValueError, match="cannot keep"):
@@ -581,9 +581,9 @@ def test_rounding_parent_edges():
     with pytest.raises(ValueError, match="cannot keep"):
         choose(scores(rounded, (3,)), {"cnn.3.3": 121}, round_to=1)
     # tiny widths: never below round_to; a layer already narrower than round_to keeps its width
-    keep = slim(model, 0.01, PruneParams(min_channels=1, round_to=16))[1]
+    keep = slim(model, 0.01, PruneParams(mode="layer", min_channels=1, round_to=16))[1]
     assert len(keep) == 4 and all(len(v) == 16 for v in keep.values())
-    keep = by_index(slim(model, 0.5, PruneParams(blocks=[1, 2], min_channels=1, round_to=64))[1])
+    keep = by_index(slim(model, 0.5, PruneParams(mode="layer", blocks=[1, 2], min_channels=1, round_to=64))[1])
     assert (len(keep[1]), len(keep[2])) == (32, 64)  # widths 32 and 64: nothing to cut at 64
 
 

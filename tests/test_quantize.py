@@ -23,7 +23,7 @@ PRUNED_WIDTHS = [16, 32, 64, 99, 198, 198, 198, 256]
 
 def _ckpt(model: StudentNet, classes: list[str], image_size: int = 28, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)) -> dict:
     return {
-        "model": "student",
+        "model": "studentnet",
         "model_kwargs": {"widths": list(model.widths)},
         "num_classes": model.num_classes,
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},

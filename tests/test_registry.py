@@ -70,7 +70,7 @@ def cut(request):
     """(arch, unpruned, pruned, keep, kwargs of the pruned) for one arch: one 0.5-width layer-mode round."""
     arch = request.param
     model = make(arch)
-    pruned, keep = slim(model, 0.5, PruneParams(round_to=8))
+    pruned, keep = slim(model, 0.5, PruneParams(mode="layer", round_to=8))
     kwargs = rebuild_kwargs(pruned, student_kwargs(arch, 16, 1.0, small_input=True))
     return arch, model, pruned, keep, kwargs
 
@@ -177,7 +177,7 @@ def test_second_round_against_the_original_widths(cut):
     """Round 2 sizes its groups against the unpruned net's channels, so it cuts further and stays exact."""
     arch, model, pruned, _, _ = cut
     base = base_channels_of(model)
-    again, keep2 = slim(pruned, 0.3, PruneParams(round_to=1, min_channels=1), base)
+    again, keep2 = slim(pruned, 0.3, PruneParams(mode="layer", round_to=1, min_channels=1), base)
     for name, idx in keep2.items():
         assert len(idx) == max(1, int(base[name] * 0.3)) or len(idx) == prunable_groups(pruned)[name]
     assert count_params(again) < count_params(pruned)

@@ -27,11 +27,11 @@ from shrink.config import TrainParams
 from shrink.data import Split
 from shrink.distributed import SINGLE
 from shrink.models import build_model, student_widths
-from shrink.resume import Resume
+from shrink.resume import RESUME_DIR, Resume
 from shrink.train import fit, seed_everything
 
 EPOCHS = 3
-STATE = Path(".shrink/resume/teacher/state.pt")
+STATE = RESUME_DIR / "teacher" / "state.pt"
 
 
 def edit_params(proj: Path, **train) -> None:
@@ -257,7 +257,7 @@ def learnable(n: int, seed: int) -> Split:
 def train(resume: Resume | None = None, stop_at_step: int | None = None) -> tuple[dict, list, torch.Tensor]:
     """A seeded StudentNet fit; ``stop_at_step`` raises KeyboardInterrupt inside that training step."""
     seed_everything(0)
-    model = build_model("student", 4, widths=student_widths(16, 1.0))
+    model = build_model("studentnet", 4, widths=student_widths(16, 1.0))
     steps = [0]
 
     def hook(_model):

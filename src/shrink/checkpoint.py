@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict (loads with ``torch.load(..., weights_only=True)``)::
 
-    {"model": "student", "model_kwargs": {"widths": [...]}, "num_classes": 10,
+    {"model": "studentnet", "model_kwargs": {"widths": [...]}, "num_classes": 10,
      "state_dict": {...}, "params": {...resolved params that made it...},
      "data": {"classes": [...], "mean": [...], "std": [...], "image_size": 28}}
 """
@@ -110,10 +110,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike) -> nn.Module
     where = ckpt if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"  # before ckpt becomes the dict
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    kwargs = dict(ckpt["model_kwargs"])
-    kwargs.pop("pretrained", None)  # weights come from the checkpoint, never from a hub
     try:
-        model = build_model(ckpt["model"], ckpt["num_classes"], **kwargs)
+        model = build_model(ckpt["model"], ckpt["num_classes"], **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise ArtifactError(f"{where}: weights do not fit the model it names ({' '.join(str(e).split())[:300]}); "

@@ -4,38 +4,25 @@ Every section loads into a dataclass; an unknown key or a wrong type is an error
 key (``params.yaml: distill.temprature: unknown key``), so a typo never silently uses a default.
 ``load_params`` checks the WHOLE file (every section, ranges, enum values, unknown sections) before
 a stage does any work, so a bad value fails in the first second, not after an hour of training.
+
+The defaults are params.yaml's values, one truth (``Params()`` equals the loaded file but for its prune rounds:
+tests/test_params.py). A section whose defaults differ from its class's (the teacher's ``train``, pruning's
+``finetune``) gets them from its own default factory, and a key the file leaves out of a section takes that
+section's default, not the class's.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 
-
-class UserError(ValueError):
-    """A fault in what the user gave (params, data, artifacts): the message names the file or key and
-    says what to do. Stages print it as one ``<stage>: error: ...`` line, never as a traceback
-    (``shrink.stage``)."""
-
-
-class ParamsError(UserError):
-    """A params.yaml key is unknown, missing, of the wrong type or out of range."""
-
-
-class FieldError(ValueError):
-    """Raised by a dataclass's ``__post_init__``: ``field`` is out of range; ``from_dict`` adds the section."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+from .schema import FieldError, ParamsError, UserError, from_dict  # noqa: F401 (every module imports them here)
+from .student_shape import CUTTABLE, PRUNABLE_BLOCKS, blocks_ok  # noqa: F401 (CUTTABLE: prune.py reads it here)
 
 
 def _require(ok: bool, name: str, value: Any, what: str) -> None:
@@ -90,21 +77,24 @@ def auto_nproc(device: str = "auto", batch_size: int = 2) -> int:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 3
+    """How a stage trains. The class's defaults are params.yaml's ``student.train`` (and ``distill.train``);
+    the teacher's and pruning's fine-tuning differ (``_teacher_train``, ``_finetune_train``)."""
+
+    epochs: int = 4
     batch_size: int = 128
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
     momentum: float = 0.9
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    crop_padding: int = 2  # random-crop padding in pixels (0 disables)
+    crop_padding: int = 0  # random-crop padding in pixels (0 disables)
     flip: bool = True  # random horizontal flip
     label_smoothing: float = 0.0
     eval_batch_size: int = 512
     nproc: Union[int, Literal["auto"]] = 1  # processes (torchrun + DDP) on this machine; batch_size is the
     # global batch. auto: auto_nproc (2 on a Linux CPU with 2+ cores, else 1), see processes()
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (SHRINK_DEVICE overrides)
-    channels_last: bool = False  # NHWC memory format: measured 1.57x for StudentNet on 2 CPU cores
+    channels_last: bool = True  # NHWC memory format: measured 1.57x for StudentNet on 2 CPU cores
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0 (0 keeps the model as initialised)")
@@ -129,6 +119,15 @@ class TrainParams:
         return auto_nproc(self.device, self.batch_size) if self.nproc == "auto" else self.nproc
 
 
+def _teacher_train() -> TrainParams:
+    return TrainParams(batch_size=256, lr=2e-3, weight_decay=5e-4, channels_last=False)
+
+
+def _finetune_train() -> TrainParams:
+    # epochs: never used (each round's own replace it); 3, what prune checkpoints have always recorded
+    return TrainParams(epochs=3, lr=1e-3, schedule="cosine")
+
+
 @dataclass(frozen=True)
 class StudentArchParams:
     arch: str = "studentnet"  # studentnet (the course's net) or a torchvision classification model with BatchNorm
@@ -149,7 +148,7 @@ class TeacherParams:
     input_size: Optional[int] = None  # the teacher upsamples its input to this many pixels (null: the data's size)
     input_norm: Literal["auto", "data", "imagenet", "inception"] = "auto"  # auto: the weights' own, else data
     backbone_lr_mult: float = 1.0  # the backbone learns at train.lr * this; the new head at train.lr
-    train: TrainParams = field(default_factory=TrainParams)
+    train: TrainParams = field(default_factory=_teacher_train)
 
     def __post_init__(self) -> None:
         if self.weights is not None:
@@ -169,18 +168,22 @@ class StudentParams:
 
 
 @dataclass(frozen=True)
-class DistillParams:
-    temperature: float = 4.0
-    alpha: float = 0.9
-    train: TrainParams = field(default_factory=TrainParams)
+class KDParams:
+    """The knowledge-distillation loss's two knobs (``distill.kd_loss``), shared by ``distill`` and
+    ``prune.finetune``."""
+
+    temperature: float = 2.0
+    alpha: float = 0.5  # the weight of the teacher's soft targets
 
     def __post_init__(self) -> None:
-        _check_kd(self.temperature, self.alpha)
+        _require(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        _require(0 <= self.alpha <= 1, "alpha", self.alpha,
+                 "must be in [0, 1] (the weight of the teacher's soft targets)")
 
 
-def _check_kd(temperature: float, alpha: float) -> None:
-    _require(temperature > 0, "temperature", temperature, "must be > 0")
-    _require(0 <= alpha <= 1, "alpha", alpha, "must be in [0, 1] (the weight of the teacher's soft targets)")
+@dataclass(frozen=True)
+class DistillParams(KDParams):
+    train: TrainParams = field(default_factory=TrainParams)
 
 
 @dataclass(frozen=True)
@@ -191,93 +194,18 @@ class SlimParams:
         _require(self.l1 >= 0, "l1", self.l1, "must be >= 0")
 
 
-def _check(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ParamsError(f"params.yaml: {key}: must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _check(value, inner[0], key)
-        for alt in inner:  # e.g. int | Literal["auto"]: the first that fits
-            with contextlib.suppress(ParamsError):
-                return _check(value, alt, key)
-        names = [repr(typing.get_args(a)[0]) if typing.get_origin(a) is Literal else a.__name__ for a in inner]
-        raise ParamsError(f"params.yaml: {key}: expected {' or '.join(names)}, got {value!r}")
-    if origin is dict:
-        _, inner = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ParamsError(f"params.yaml: {key}: expected a mapping, got {value!r}")
-        return {str(k): _check(v, inner, f"{key}.{k}") for k, v in value.items()}
-    if origin in (list, tuple):
-        (inner, *_) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ParamsError(f"params.yaml: {key}: expected a list, got {value!r}")
-        return [_check(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-4" as a string
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ParamsError(f"params.yaml: {key}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def from_dict(cls: type, data: Any, key: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
-
-    Args:
-        cls: a params dataclass; its ``__post_init__`` raises ``FieldError`` for a bad value.
-        data: the mapping read from YAML (None: every default).
-        key: where ``data`` sits in params.yaml ("" for the whole file), for the messages.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"params.yaml: {key}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            what = "key" if key else "section"
-            raise ParamsError(f"params.yaml: {_join(key, str(k))}: unknown {what} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check(v, hints[k], _join(key, k)) for k, v in data.items()}
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ParamsError(f"params.yaml: {_join(key, missing[0])}: missing key (required)")
-    try:
-        return cls(**kwargs)
-    except FieldError as e:
-        raise ParamsError(f"params.yaml: {_join(key, e.field)}: {e}") from None
-
-
 @dataclass(frozen=True)
-class FinetuneParams:
+class _FinetuneSwitch:
+    distill: bool = False  # fine-tune with the KD loss from the teacher instead of plain CE
+
+
+# _FinetuneSwitch is a base of its own, listed last, so that ``distill`` stays the first field: the order
+# in which checkpoints (and the course's uint8 files) record their params, byte for byte as before.
+@dataclass(frozen=True)
+class FinetuneParams(KDParams, _FinetuneSwitch):
     """Fine-tuning after each pruning round (epochs come from the round)."""
 
-    distill: bool = True  # fine-tune with the KD loss from the teacher instead of plain CE
-    temperature: float = 4.0
-    alpha: float = 0.9
-    train: TrainParams = field(default_factory=TrainParams)
-
-    def __post_init__(self) -> None:
-        _check_kd(self.temperature, self.alpha)
+    train: TrainParams = field(default_factory=_finetune_train)
 
 
 @dataclass(frozen=True)
@@ -293,7 +221,7 @@ class RoundParams:
 
     parent: str
     width: float
-    epochs: int = 3
+    epochs: int = 8
 
     def __post_init__(self) -> None:
         _require(0.0 < self.width <= 1.0, "width", self.width, "must be in (0, 1] (a fraction of the unpruned widths)")
@@ -301,11 +229,6 @@ class RoundParams:
 
 
 PRUNE_MODES = ("layer", "global")
-# StudentNet's prunable width indices by default (models.PRUNABLE_BLOCKS, written out here so that reading
-# params imports no torch; a test checks they agree), and the indices that can be cut at all: width 0 is
-# made by the stem (conv + its own BN), width 7 feeds the classifier with no BN after it.
-DEFAULT_BLOCKS = (3, 4, 5, 6)
-CUTTABLE = range(1, 7)
 
 
 @dataclass(frozen=True)
@@ -322,18 +245,19 @@ class PruneParams:
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
     """
 
-    mode: Literal["layer", "global"] = "layer"
+    mode: Literal["layer", "global"] = "global"
     min_channels: int = 8
-    blocks: list[int] = field(default_factory=lambda: list(DEFAULT_BLOCKS))
+    blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
     round_to: int = 8
-    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    finetune: FinetuneParams = field(default_factory=lambda: FinetuneParams(temperature=4.0, alpha=0.9))
+    # none by default: DVC makes the prune stages from params.yaml's rounds itself (foreach), so a round
+    # named here alone would be one no stage runs
     rounds: dict[str, RoundParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.min_channels >= 1, "min_channels", self.min_channels, "must be >= 1")
         _require(self.round_to >= 1, "round_to", self.round_to, "must be >= 1 (1: the course's exact widths)")
-        _require(all(j in CUTTABLE for j in self.blocks) and len(set(self.blocks)) == len(self.blocks), "blocks",
-                 self.blocks, "must be distinct width indices in 1..6")
+        _require(blocks_ok(self.blocks), "blocks", self.blocks, "must be distinct width indices in 1..6")
 
     def only(self, name: str) -> "PruneParams":
         """This section with round ``name`` alone: what one round's stage reads and records."""
@@ -461,8 +385,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def validate(raw: dict[str, Any]) -> Params:
     """The typed ``Params`` of a params mapping (as read from YAML); ParamsError names the first bad key."""
-    teacher = raw.get("teacher")
-    if isinstance(teacher, dict) and "pretrained" in teacher:
-        raise ParamsError("params.yaml: teacher.pretrained: replaced by teacher.weights, a file under weights/ that "
-                          "the teacher stage depends on (README, \"Pretrained teachers\"); remove the key")
     return from_dict(Params, raw, "")

@@ -207,7 +207,8 @@ def _read_fashion_mnist(root: Path, scratch: Path) -> tuple[dict[str, tuple[torc
     return out, classes
 
 
-def _food11_label(path: Path) -> int:
+def food11_label(path: Path) -> int:
+    """The label a Food-11 file name carries (``3_10.jpg``: 3); PrepareError naming the file if it has none."""
     m = _LABEL_RE.match(path.name)
     if not m:
         raise PrepareError(f"{path}: file name does not start with '<label>_' (Food-11 layout wants <label>_<id>.jpg)")
@@ -318,10 +319,10 @@ def _food11_files(root: Path, p: DataParams) -> tuple[Files, Labels, list[str]]:
     labels: Labels = {}
     for split, folder in (("train", "training"), ("val", "validation")):
         files[split] = _list_images(_require_dir(root / folder, f"{split} ({folder}/)"))
-        labels[split] = [_food11_label(f) for f in files[split]]
+        labels[split] = [food11_label(f) for f in files[split]]
     if (root / "testing").is_dir():
         files["test"] = _list_images(root / "testing")
-        labels["test"] = [_food11_label(f) for f in files["test"]]
+        labels["test"] = [food11_label(f) for f in files["test"]]
     if (root / "evaluation").is_dir():
         files["evaluation"] = _list_images(root / "evaluation")
         labels["evaluation"] = [-1] * len(files["evaluation"])

@@ -5,6 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import shard
+from .train import predict_logits
+
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
@@ -55,9 +58,6 @@ class KDLoss:
         """Called once by ``train.fit``: the teacher follows the student's device and memory format, and
         with ``cfg.crop_padding == 0`` the logits of every view are computed (each rank computes its part
         and the parts are summed into every rank's full table)."""
-        from .distributed import shard
-        from .train import predict_logits
-
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.teacher.to(ctx.device, memory_format=memory_format)
         self.table = None

@@ -36,6 +36,7 @@ from typing import NoReturn
 import torch
 
 from .config import ParamsError, TrainParams, UserError, cores
+from .device import select_device
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,6 @@ def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size
         return
     if nproc <= 1:
         return
-    from .train import select_device  # here: train imports this module
-
     on_cuda = select_device(device).type == "cuda"
     check_nproc(nproc, "cuda" if on_cuda else "cpu", torch.cuda.device_count() if on_cuda else 0, key)
     env = dict(os.environ)

@@ -29,7 +29,8 @@ TMP_DIR_NAME = ".shrink-tmp"
 _swept: set[Path] = set()
 
 
-def _project_root(folder: Path) -> Path | None:
+def project_root(folder: Path) -> Path | None:
+    """The DVC project ``folder`` is in (the nearest folder up holding ``dvc.yaml`` or ``.dvc/``), or None."""
     for d in (folder, *folder.parents):
         if (d / "dvc.yaml").is_file() or (d / ".dvc").is_dir():
             return d
@@ -72,7 +73,7 @@ def tmp_dir_for(path: str | os.PathLike) -> tuple[Path, str]:
     target = Path(path).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     folder, prefix = target.parent, "."
-    root = _project_root(target.parent)
+    root = project_root(target.parent)
     if root is not None:
         tmp = root / TMP_DIR_NAME
         tmp.mkdir(exist_ok=True)

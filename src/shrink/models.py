@@ -7,8 +7,9 @@ play, and how pruning treats it (``Slimming``). Every function here asks the ent
 where an arch comes from. ``build_model(name, num_classes, **kw)`` is the one way stages make models,
 so a checkpoint that stores ``name`` and ``kw`` rebuilds its network without guessing.
 
-(~500 lines, over the house's ~450: the registry and the nets it defines itself belong together; the
-teacher's ``InputAdapter``/``teacher_kwargs`` could move to ``pretrained.py`` if it grows further.)
+Why one module: every entry's factory, the nets the registry defines itself (StudentNet, the teacher's
+``InputAdapter``) and the functions that ask the entries are read together when an arch is added; split, each
+part would import the others. (~490 lines; ``teacher_kwargs``/``InputAdapter`` could move out if it grows.)
 """
 from __future__ import annotations
 
@@ -21,27 +22,13 @@ import torchvision
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import CUTTABLE  # the width indices prune.blocks may name (config checks params with them)
-
-# The course's channel multipliers: base*m for each of the 8 conv blocks.
-MULTIPLIER = (1, 2, 4, 8, 16, 16, 16, 16)
-# Blocks whose width the course's ``width_mult`` scales (and that pruning cuts by default).
-PRUNABLE_BLOCKS = (3, 4, 5, 6)
+from .student_shape import MULTIPLIER, PRUNABLE_BLOCKS, blocks_ok, student_widths  # noqa: F401 (re-exported)
 
 
 def check_blocks(blocks: Sequence[int]) -> None:
-    """ValueError unless ``blocks`` are distinct StudentNet width indices in ``CUTTABLE``."""
-    bad = [j for j in blocks if j not in CUTTABLE]
-    if bad or len(set(blocks)) != len(blocks):
+    """ValueError unless ``blocks`` are distinct StudentNet width indices (``student_shape.CUTTABLE``)."""
+    if not blocks_ok(blocks):
         raise ValueError(f"prunable blocks must be distinct width indices in 1..6, got {list(blocks)}")
-
-
-def student_widths(base: int = 16, width_mult: float = 1.0) -> list[int]:
-    """The course's ``bandwidth`` list: 8 block widths, blocks 3..6 scaled by ``width_mult``."""
-    widths = [base * m for m in MULTIPLIER]
-    for i in PRUNABLE_BLOCKS:
-        widths[i] = int(widths[i] * width_mult)
-    return widths
 
 
 class StudentNet(nn.Module):
@@ -308,25 +295,25 @@ class ModelEntry:
     slimming: Slimming = Slimming()
 
 
-REGISTRY: dict[str, ModelEntry] = {}  # name or alias -> entry
+REGISTRY: dict[str, ModelEntry] = {}  # name -> entry
 _BY_TYPE: dict[type, ModelEntry] = {}  # module_type -> entry
 
 
-def register(entry: ModelEntry, *aliases: str) -> ModelEntry:
-    """Add ``entry`` under its name (and ``aliases``, names older checkpoints carry)."""
-    names = (entry.name, *aliases)
-    taken = [n for n in names if n in REGISTRY] + ([entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
+def register(entry: ModelEntry) -> ModelEntry:
+    """Add ``entry`` under its name."""
+    taken = ([entry.name] if entry.name in REGISTRY else []) + (
+        [entry.module_type.__name__] if entry.module_type in _BY_TYPE else [])
     if taken:
         raise ValueError(f"model {taken[0]!r} is registered twice")
-    REGISTRY.update(dict.fromkeys(names, entry))
+    REGISTRY[entry.name] = entry
     if entry.module_type is not None:
         _BY_TYPE[entry.module_type] = entry
     return entry
 
 
 def list_models() -> list[str]:
-    """Every registered arch name (aliases left out), sorted: what ``build_model`` accepts."""
-    return sorted(n for n, e in REGISTRY.items() if e.name == n)
+    """Every registered arch name, sorted: what ``build_model`` accepts."""
+    return sorted(REGISTRY)
 
 
 register(ModelEntry(
@@ -336,7 +323,7 @@ register(ModelEntry(
     module_type=StudentNet,
     slimming=Slimming(groups=_student_groups, rebuild=_student_rebuild,
                       rebuild_kwargs=lambda model, kwargs: {"widths": _student_layer_widths(model)}),
-), "student")  # "student": the name older checkpoints (and the course) carry
+))
 register(ModelEntry(
     "efficientnet_lite0", _efficientnet_lite0,
     norm="inception",  # TF-Lite models take pixels scaled to [-1, 1]
@@ -479,7 +466,7 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
     """Build a model by registry name (``list_models()``).
 
     Args:
-        name: ``studentnet`` (``student``), ``efficientnet_lite0`` or a torchvision classification model name.
+        name: ``studentnet``, ``efficientnet_lite0`` or a torchvision classification model name.
         num_classes: number of output classes.
         **kw: the factory's own arguments (stored in checkpoints as ``model_kwargs``): StudentNet's
             ``base``/``width_mult``/``widths``; torchvision's ``small_input``, ``structure``; EfficientNet-Lite's

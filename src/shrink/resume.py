@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -30,18 +30,35 @@ import torch
 from torch import nn
 
 from .distributed import Dist, all_sum
-from .io import _project_root, save_torch
+from .io import project_root, save_torch
 
 FORMAT = 1
-RESUME_DIR = Path(".shrink") / "resume"
+RESUME_DIR = Path(".shrink") / "resume"  # in the project folder; its parent holds a .gitignore of its own
 _PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass
+class TrainState:
+    """What a training run carries from one epoch to the next (``train.fit`` builds it), and what a resume state
+    saves of it and puts back (``Resume.save``, ``Resume.restore``)."""
+
+    model: nn.Module  # the inner network, not its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a learning-rate scheduler, or None (a constant rate)
+    scaler: Optional[torch.amp.GradScaler]  # fp16 on a GPU only
+    gen: torch.Generator  # batch order and augmentation
+    epoch: int = 0  # the last complete epoch
+    best_acc: float = -1.0  # the best validation accuracy so far, its epoch and weights
+    best_epoch: int = 0
+    best_state: Optional[dict[str, torch.Tensor]] = None
+    history: list[dict[str, float]] = field(default_factory=list)  # one row of figures per epoch
 
 
 @dataclass(frozen=True)
 class Resume:
     """Where one stage keeps its resume state, and the key a usable state must carry."""
 
-    name: str  # the stage's label in messages (``teacher``, ``prune p1``)
+    name: str  # the stage's identity in messages (``teacher``, ``prune@prune_1``)
     path: Path
     key: str
 
@@ -71,49 +88,49 @@ class Resume:
             self.clear()
         return state
 
-    def restore(self, state: dict[str, Any], model: nn.Module, optimizer, scheduler, scaler, gen: torch.Generator,
-                ctx: Dist, live_dir: str | Path | None, epochs: int) -> int:
-        """Put ``state`` back into the training objects and the dvclive folder; returns the next epoch.
+    def restore(self, saved: dict[str, Any], state: TrainState, ctx: Dist, live_dir: str | Path | None,
+                epochs: int) -> None:
+        """Put ``saved`` (what ``load`` returned) back into the run's ``state``, the RNGs and the dvclive folder;
+        the run goes on at epoch ``state.epoch + 1``.
 
         Args:
-            model: the inner network (not its DDP wrapper).
             live_dir: the dvclive folder to refill (None on ranks that do not log).
             epochs: the run's epoch count, for the message.
         """
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        set_rng(state["rng"], gen, ctx)
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if state.scheduler is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+        if state.scaler is not None and saved["scaler"] is not None:
+            state.scaler.load_state_dict(saved["scaler"])
+        set_rng(saved["rng"], state.gen, ctx)
         if live_dir is not None:
-            restore_files(state["live"], Path(live_dir))
-        nxt = state["epoch"] + 1
+            restore_files(saved["live"], Path(live_dir))
+        state.epoch, state.best_acc, state.best_epoch = saved["epoch"], saved["best_acc"], saved["best_epoch"]
+        state.best_state, state.history = saved["best_state"], saved["history"]
+        nxt = state.epoch + 1
         if ctx.is_writer:
             print(f"{self.name}: resuming at epoch {nxt} of {epochs}" if nxt <= epochs else
                   f"{self.name}: all {epochs} epochs were done before the interruption; finishing", flush=True)
-        return nxt
 
     # ------------------------------------------------------------------ save
 
-    def save(self, epoch: int, model: nn.Module, optimizer, scheduler, scaler, gen: torch.Generator, ctx: Dist, *,
-             best: tuple[float, int, Optional[dict]], history: list, live_dir: str | Path | None) -> None:
-        """Write the state at the end of ``epoch`` (rank 0, atomically); every rank must call it (RNG gather)."""
-        rng = get_rng(gen, ctx)
+    def save(self, state: TrainState, ctx: Dist, live_dir: str | Path | None) -> None:
+        """Write ``state`` at the end of its epoch (rank 0, atomically); every rank must call it (RNG gather)."""
+        rng = get_rng(state.gen, ctx)
         if not ctx.is_writer:
             return
-        state = {
-            "format": FORMAT, "key": self.key, "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng, "best_acc": best[0], "best_epoch": best[1], "best_state": best[2],
-            "history": history, "live": snapshot_files(Path(live_dir)) if live_dir is not None else {},
+        saved = {
+            "format": FORMAT, "key": self.key, "epoch": state.epoch,
+            "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "rng": rng, "best_acc": state.best_acc, "best_epoch": state.best_epoch, "best_state": state.best_state,
+            "history": state.history, "live": snapshot_files(Path(live_dir)) if live_dir is not None else {},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_torch(state, self.path)
+        save_torch(saved, self.path)
 
     def clear(self) -> None:
         """Remove this stage's state (its folder)."""
@@ -221,21 +238,22 @@ def run_key(params: Any, argv: list[str], outputs: Iterable[str | Path], ctx: Di
     return h.hexdigest()
 
 
-def for_stage(name: str, params: Any, outputs: Iterable[str | Path], ctx: Dist) -> Optional[Resume]:
+def for_stage(stage: str, params: Any, outputs: Iterable[str | Path], ctx: Dist) -> Optional[Resume]:
     """The resume state of the stage running now, or None outside a DVC project (library use) or with
     ``SHRINK_RESUME=0``.
 
     Args:
-        name: the stage's label (``teacher``, ``prune p1``): the folder's name and the messages' first word.
+        stage: the stage's identity, its name in dvc.yaml (``teacher``, ``prune@prune_1``): the messages' first
+            word, and the folder's name (``prune-prune_1``: ``@`` and ``/`` become ``-``).
         params: the resolved params of the run.
         outputs: the stage's output paths (not inputs, even when a previous run left them).
     """
-    root = _project_root(Path.cwd())
+    root = project_root(Path.cwd())
     if root is None or os.environ.get("SHRINK_RESUME", "1") == "0":
         return None
-    base = root / ".shrink"
+    base = root / RESUME_DIR.parent
     base.mkdir(exist_ok=True)
     if not (base / ".gitignore").exists():
         (base / ".gitignore").write_text("*\n")  # never committed, whatever the project's .gitignore says
-    folder = base / "resume" / name.replace(" ", "-").replace("/", "-")
-    return Resume(name, folder / "state.pt", run_key(params, list(sys.argv), outputs, ctx))
+    folder = root / RESUME_DIR / stage.replace("@", "-").replace("/", "-")
+    return Resume(stage, folder / "state.pt", run_key(params, list(sys.argv), outputs, ctx))

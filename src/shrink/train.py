@@ -4,13 +4,13 @@ The differences plug in: ``loss_fn(logits, labels, inputs)`` (distillation passe
 runs the frozen teacher on the same augmented batch) and ``after_backward(model)`` (Network
 Slimming's L1 on BatchNorm gammas). A loss with a ``prepare(train, norm, cfg, ctx)`` method is
 "view-aware": ``fit`` calls ``prepare`` once, and each step passes ``views=(indices, flipped)`` too,
-so it can look up what it precomputed (distillation's cached teacher logits). Data are the prepared
-uint8 tensors; augmentation (random crop with padding, horizontal flip) runs on whole batches as
-tensor ops, on the training device. On CUDA the splits are copied to the GPU once when they take at most
-a third of its free memory (else they stay in pinned host memory and each batch is copied: ``placement``) and the
-step's random draws are made there: a training step makes no host-device sync of its own (SyncBatchNorm and
-fp16's GradScaler each make one per step, inside PyTorch). On the CPU the draws are those of the one
-CPU generator, in the same order as ever, so CPU results do not depend on this.
+so it can look up what it precomputed (distillation's cached teacher logits). An epoch is its data half,
+``batches.epoch_batches`` (the prepared uint8 tensors in a seeded order, augmented and normalised as whole-batch
+tensor ops on the training device), fed to its step half, ``train_step``. On CUDA the splits are copied to the
+GPU once when they take at most a third of its free memory (else they stay in pinned host memory and each batch is
+copied: ``device.placement``), and a training step makes no host-device sync of its own (SyncBatchNorm and fp16's
+GradScaler each make one per step, inside PyTorch). ``fit`` carries its state from epoch to epoch in one
+``resume.TrainState``, the object a resume state saves and restores.
 
 Several processes (``cfg.nproc`` > 1, started by torchrun: ``distributed.py``): every rank draws the
 same global batch order and augmentation from the same seed and trains on its contiguous part of
@@ -19,20 +19,17 @@ the step count of one process. BatchNorm: SyncBatchNorm on CUDA; on the CPU (whe
 SyncBatchNorm) each rank normalises with its own part's statistics and DDP broadcasts rank 0's
 running statistics at every forward, so all ranks hold the same buffers. Randomness inside the model
 (dropout) is seeded per rank; the weights agree because DDP broadcasts rank 0's at the start.
-
-Why one module of ~485 lines: the loop and the device decisions it depends on (autocast dtype, where the
-splits live, seeding) are one piece; each decision is a plain function tested on the CPU (tests/test_device.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -40,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .batches import Batch, batch_starts, epoch_batches
 from .config import TrainParams
 from .data import Split, normalizer
+from .device import amp_dtype, place_splits, select_device
 from .distributed import SINGLE, Dist, all_sum, context, revert_sync_batchnorm, shard, sync_buffers
-
-if TYPE_CHECKING:
-    from .resume import Resume
+from .models import output_layer_name
+from .resume import Resume, TrainState
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module], None]
@@ -74,73 +72,6 @@ def seed_rank(seed: int, rank: int) -> None:
         torch.manual_seed(seed + 1_000_003 * rank)
 
 
-def select_device(name: str | None = None) -> torch.device:
-    """``SHRINK_DEVICE`` if set, else ``name`` unless it is ``auto``/None, else CUDA when present, else the CPU."""
-    name = os.environ.get("SHRINK_DEVICE") or (name if name not in (None, "auto") else None)
-    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from .config import ParamsError
-
-        raise ParamsError(f"train.device: {name!r} asked for, but torch sees no CUDA device (use auto or cpu)")
-    return torch.device(name)
-
-
-def autocast_dtype(capability: tuple[int, int] | None) -> torch.dtype | None:
-    """Autocast dtype for training on a GPU of CUDA compute ``capability`` (None: the CPU).
-
-    bf16 where the GPU has bf16 hardware (8.0 and up: A100, RTX 30xx and later); fp16, with a GradScaler,
-    below (T4 and RTX 20xx 7.5, V100 7.0): ``torch.cuda.is_bf16_supported()`` answers yes there too, by
-    default, because PyTorch can *emulate* bf16, several times slower than fp16. None on the CPU: bf16 was
-    measured 0.90x for StudentNet at 28 px on an AVX-512 CPU, and 0.03x for ResNet18 on an AVX2 one, which
-    has no bf16 instructions (docs/faster-on-cpu.md).
-    """
-    if capability is None:
-        return None
-    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training on ``device`` (``autocast_dtype`` of its compute capability)."""
-    if device.type != "cuda":
-        return None
-    return autocast_dtype(torch.cuda.get_device_capability(device))
-
-
-def augment(
-    x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator, total: int | None = None, part: slice = slice(None),
-    flipped: list | None = None,
-) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per sample, on a uint8 or float batch.
-
-    Args:
-        x: the batch, or with ``total``, the ``part`` of a batch of ``total`` samples: the random draws
-            are those of the whole batch (so every rank of a distributed run draws what one process would).
-        gen: draws the crops and flips on its own device: a generator on ``x``'s GPU keeps the step free
-            of host-device copies; a CPU one draws exactly what it always drew.
-        flipped: when given, receives the boolean flip mask of ``x``, on ``x``'s device (for view-aware losses).
-    """
-    n, _, h, w = x.shape
-    total = n if total is None else total
-    on = gen.device
-    if padding > 0:
-        padded = F.pad(x, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen, device=on)[part]
-        ox = torch.randint(0, 2 * padding + 1, (total, 1), generator=gen, device=on)[part]
-        rows = (oy + torch.arange(h, device=on)).to(x.device)  # (n, h); .to is a no-op when gen is on x's device
-        cols = (ox + torch.arange(w, device=on)).to(x.device)  # (n, w)
-        b = torch.arange(n, device=x.device)[:, None, None]
-        # advanced indexing gathers each sample's own window: result (n, h, w, c)
-        x = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        mask = (torch.rand(total, generator=gen, device=on) < 0.5)[part].to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    else:
-        mask = torch.zeros(n, dtype=torch.bool, device=x.device)
-    if flipped is not None:
-        flipped.append(mask)
-    return x.contiguous()
-
-
 def make_optimizer(model: nn.Module, cfg: TrainParams, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """AdamW or SGD over four groups: (backbone, output layer) x (weights, BatchNorm and biases).
 
@@ -148,8 +79,6 @@ def make_optimizer(model: nn.Module, cfg: TrainParams, backbone_lr_mult: float =
         backbone_lr_mult: the backbone's learning rate is ``cfg.lr`` times this, the output layer's ``cfg.lr``:
             fine-tuning pretrained features gently while a fresh head learns fast.
     """
-    from .models import output_layer_name
-
     head = output_layer_name(model) + "." if backbone_lr_mult != 1 else None
     groups = []
     for is_head in (False, True):
@@ -164,18 +93,6 @@ def make_optimizer(model: nn.Module, cfg: TrainParams, backbone_lr_mult: float =
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     raise ValueError(f"params.yaml: train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
-
-
-def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
-    """Start of each training batch over ``n`` samples. A last batch of ONE sample joins the previous
-    batch: BatchNorm cannot normalise a single sample whose features are 1x1 (ResNet18's last stage on
-    small images), and one sample is too noisy a step anyway. A split smaller than a batch is one batch.
-    With ``world`` processes the same holds per process: a last batch of fewer than ``2 * world``
-    samples joins the previous one (so every rank gets at least two)."""
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < 2 * world:
-        starts.pop()
-    return starts
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int):
@@ -197,14 +114,40 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch
     raise ValueError(f"params.yaml: train.schedule must be onecycle, cosine or constant, got {cfg.schedule!r}")
 
 
-def batch_on(data: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch's uint8 images and labels on ``device``, gathered where the split is (``.to`` is a no-op when
-    ``fit`` put the split on the device); from pinned host memory (``placement``'s "batches") the copy is
-    asynchronous."""
-    x, y = data.images[idx], data.labels[idx]
-    if device.type != "cpu" and data.images.is_pinned():
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+def train_step(
+    model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *, scheduler=None,
+    after_backward: Optional[Hook] = None, scaler: Optional[torch.amp.GradScaler] = None,
+    dtype: torch.dtype | None = None, ctx: Dist = SINGLE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step half of a training epoch: forward (under autocast in ``dtype``, if any), loss, backward,
+    ``after_backward`` (with the inner module of a DDP wrapper), optimiser and scheduler steps; returns
+    (this rank's mean loss, its logits)."""
+    with torch.autocast(batch.x.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(batch.x)
+        if hasattr(loss_fn, "prepare"):  # view-aware: looks up what it precomputed for these images
+            loss = loss_fn(logits, batch.y, batch.x, views=(batch.idx, batch.flipped))
+        else:
+            loss = loss_fn(logits, batch.y, batch.x)
+    # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
+    # makes that average the gradient of the global batch's mean loss even when the parts differ in size
+    step_loss = loss * (len(batch.idx) * ctx.world / batch.global_size) if ctx.on else loss
+    optimizer.zero_grad(set_to_none=True)
+    inner = getattr(model, "module", model)
+    if scaler is not None:
+        scaler.scale(step_loss).backward()
+        scaler.unscale_(optimizer)  # hooks see true gradients
+        if after_backward is not None:
+            after_backward(inner)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        step_loss.backward()
+        if after_backward is not None:
+            after_backward(inner)
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss, logits
 
 
 def train_one_epoch(
@@ -223,73 +166,39 @@ def train_one_epoch(
     desc: str = "train",
     ctx: Dist = SINGLE,
 ) -> tuple[float, float]:
-    """One pass over ``data`` in a seeded random order; returns (mean loss, accuracy) over the whole split.
+    """One pass over ``data`` in a seeded random order (``epoch_batches``, then ``train_step`` per batch);
+    returns (mean loss, accuracy) over the whole split.
 
     With ``ctx.world`` > 1, ``model`` is the DDP-wrapped network and this rank trains on its part of each
-    global batch; ``after_backward`` then receives the inner module. ``data`` may be on ``device`` already
-    (``fit`` puts it on the GPU) or on the CPU (each batch is then copied over).
+    global batch; ``after_backward`` then receives the inner module.
     """
     model.train()
-    inner = getattr(model, "module", model)
     n = len(data.labels)
-    order = torch.randperm(n, generator=gen)
-    aug_gen = gen
-    if device.type != "cpu":
-        # on a GPU the step's random draws are made there, seeded by one host draw per epoch (the same on
-        # every rank): a draw made on the host and copied with .to(device) is a sync point every step
-        aug_gen = torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-        if data.images.device.type == device.type:
-            order = order.to(device)  # one copy per epoch; each step's indices are slices of it
     total_loss = torch.zeros((), device=device)
     total_hit = torch.zeros((), device=device, dtype=torch.long)
     dtype = amp_dtype(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    views_wanted = hasattr(loss_fn, "prepare")
-    starts = batch_starts(n, cfg.batch_size, ctx.world)
-    bar = tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not ctx.is_writer)
-    for k, start in enumerate(bar):
-        glob = order[start : starts[k + 1] if k + 1 < len(starts) else n]
-        part = shard(len(glob), ctx)
-        idx = glob[part]
-        flipped: list = []
-        x, y = batch_on(data, idx, device)
-        x = augment(x, cfg.crop_padding, cfg.flip, aug_gen, len(glob), part, flipped)
-        x = norm(x).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-            loss = loss_fn(logits, y, x, views=(idx, flipped[0])) if views_wanted else loss_fn(logits, y, x)
-        # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
-        # makes that average the gradient of the global batch's mean loss even when the parts differ in size
-        step_loss = loss * (len(idx) * ctx.world / len(glob)) if ctx.on else loss
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(step_loss).backward()
-            scaler.unscale_(optimizer)  # hooks see true gradients
-            if after_backward is not None:
-                after_backward(inner)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            step_loss.backward()
-            if after_backward is not None:
-                after_backward(inner)
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+    steps = len(batch_starts(n, cfg.batch_size, ctx.world))
+    for batch in tqdm(epoch_batches(data, norm, cfg, gen, device, ctx), total=steps, desc=desc, unit="batch",
+                      leave=False, mininterval=1.0, disable=not ctx.is_writer):
+        loss, logits = train_step(model, batch, optimizer, loss_fn, scheduler=scheduler, after_backward=after_backward,
+                                  scaler=scaler, dtype=dtype, ctx=ctx)
         # accumulate on device: .item() here would be a sync point every step on a GPU
-        total_loss += loss.detach().float() * len(idx)
-        total_hit += (logits.argmax(1) == y).sum()
+        total_loss += loss.detach().float() * len(batch.idx)
+        total_hit += (logits.argmax(1) == batch.y).sum()
     loss_sum, hits = all_sum([total_loss.item(), float(total_hit.item())], ctx)
     return loss_sum / n, hits / n
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, norm: Callable,
-    batch_size: int = 512, device: torch.device = torch.device("cpu"), channels_last: bool = False,
+    model: Callable[[torch.Tensor], Any], images: torch.Tensor, norm: Callable, batch_size: int = 512,
+    device: torch.device = torch.device("cpu"), channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits of ``model`` (a network, put in eval mode, or any runner such as a loaded ``runtime.Runtime``)
-    for uint8 images (on the CPU or on ``device``), returned on the CPU.
+    """Logits of ``model`` for uint8 images (on the CPU or on ``device``), returned on the CPU as fp32.
+
+    Args:
+        model: an ``nn.Module`` (put in eval mode here) or any callable from a normalised batch to logits,
+            e.g. an ONNX Runtime session's wrapper (a NumPy result is turned into a tensor).
 
     In fp32, with no autocast even where training uses it: the accuracies the stages report are computed
     here, and must be those evaluate recomputes from the saved fp32 weights.
@@ -300,11 +209,11 @@ def predict_logits(
     out = []
     for start in range(0, len(images), batch_size):
         x = norm(images[start : start + batch_size]).contiguous(memory_format=memory_format)  # norm moves it
-        out.append(model(x).float())
+        out.append(torch.as_tensor(model(x)).float())
     return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back, not a sync per batch
 
 
-def evaluate(
+def loss_and_accuracy(
     model: nn.Module, data: Split, norm: Callable, batch_size: int = 512, device: torch.device = torch.device("cpu"),
     ctx: Dist = SINGLE, channels_last: bool = False,
 ) -> tuple[float, float]:
@@ -345,57 +254,70 @@ def prepare_model(model: nn.Module, cfg: TrainParams, ctx: Dist) -> nn.Module:
     return DDP(model)
 
 
-SPLITS_SHARE = 1 / 3  # of the free GPU memory the splits may take; the rest: model, activations, optimiser, allocator
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    """``fit``'s default ``loss_fn``: cross-entropy on the labels (with ``label_smoothing``)."""
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    return loss_fn
 
 
-def placement(split_bytes: int, free_bytes: int, share: float = SPLITS_SHARE) -> str:
-    """Where ``fit`` keeps the splits on a GPU: ``"device"`` (copied once; each step gathers its batch there)
-    when they take at most ``share`` of the free memory, else ``"batches"`` (pinned host memory, each batch
-    copied as it is needed). Food-11 at 224 px is ~1.7 GB of uint8: on a 4 GB GPU it would leave no room to train.
+def new_state(model: nn.Module, train: Split, cfg: TrainParams, seed: int, backbone_lr_mult: float,
+              ctx: Dist) -> TrainState:
+    """A run's state before its first epoch: optimiser, schedule, GradScaler (fp16 only) and the generator
+    of batch order and augmentation, seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model, cfg, backbone_lr_mult)
+    scheduler = make_scheduler(optimizer, cfg, len(batch_starts(len(train.labels), cfg.batch_size, ctx.world)))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype(ctx.device) == torch.float16 else None
+    return TrainState(model, optimizer, scheduler, scaler, gen)
+
+
+@contextlib.contextmanager
+def live_log(live_dir: str | Path | None, done: int) -> Iterator[Any]:
+    """dvclive's ``Live`` over ``live_dir`` (None: no logging), its curves continuing after ``done`` epochs
+    (no repeated or restarted step after a resume); ended on the way out."""
+    if live_dir is None:
+        yield None
+        return
+    from dvclive import Live
+
+    live = Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=None, resume=done > 0)
+    if done > 0:
+        live.step = done
+    try:
+        yield live
+    finally:
+        live.end()
+
+
+def end_epoch(state: TrainState, epoch: int, row: dict[str, float], live: Any, ctx: Dist, label: str) -> None:
+    """Record epoch ``epoch``'s figures in ``state`` (history, best-on-validation weights) and in the logs.
 
     Args:
-        split_bytes: the splits' bytes (images and labels).
-        free_bytes: the device's free memory (``torch.cuda.mem_get_info``).
-        share: the most of ``free_bytes`` the splits may take.
+        row: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``.
+        live: dvclive's ``Live`` (None: no logging).
+        label: the line's first words, e.g. ``teacher epoch 2/4``.
     """
-    return "device" if split_bytes <= free_bytes * share else "batches"
-
-
-def place_splits(splits: tuple[Split, ...], device: torch.device, label: str | None) -> tuple[Split, ...]:
-    """On CUDA, the splits moved where ``placement`` says, with one line ``<label>: data: ...`` saying which and
-    why (none when ``label`` is None: ranks other than the writer); elsewhere the splits as they are."""
-    if device.type != "cuda":
-        return splits
-    size = sum(s.images.nbytes + s.labels.nbytes for s in splits)
-    free = torch.cuda.mem_get_info(device)[0]
-    if placement(size, free) == "device":
-        line = f"the splits ({size / 1e9:.2f} GB) are copied to {device} once ({free / 1e9:.2f} GB free there)"
-        move = lambda t: t.to(device)  # noqa: E731
-    else:
-        line = (f"the splits ({size / 1e9:.2f} GB) stay in pinned host memory, each batch copied to {device}: "
-                f"they would take over {SPLITS_SHARE:.0%} of its {free / 1e9:.2f} GB free")
-        move = lambda t: t.pin_memory()  # noqa: E731
-    if label is not None:
-        tqdm.write(f"{label}: data: {line}")
-    return tuple(dataclasses.replace(s, images=move(s.images), labels=move(s.labels)) for s in splits)
+    state.history.append(row)
+    if ctx.is_writer:
+        tqdm.write(f"{label}: train loss {row['train/loss']:.4f} acc {row['train/acc']:.4f}  "
+                   f"val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f}")
+    if live is not None:
+        for k, v in row.items():
+            live.log_metric(k, v)
+        live.next_step()
+    if row["val/acc"] > state.best_acc:  # the same figures on every rank: they all keep the same epoch
+        state.best_acc, state.best_epoch = row["val/acc"], epoch
+        state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in state.model.state_dict().items()})
+    state.epoch = epoch
 
 
 def fit(
-    model: nn.Module,
-    train: Split,
-    val: Split,
-    meta: dict[str, Any],
-    cfg: TrainParams,
-    *,
-    seed: int,
-    loss_fn: Optional[LossFn] = None,
-    after_backward: Optional[Hook] = None,
-    live_dir: str | Path | None = None,
-    device: torch.device | None = None,
-    desc: str = "train",
-    ctx: Dist | None = None,
-    backbone_lr_mult: float = 1.0,
-    resume: Optional["Resume"] = None,
+    model: nn.Module, train: Split, val: Split, meta: dict[str, Any], cfg: TrainParams, *, seed: int,
+    loss_fn: Optional[LossFn] = None, after_backward: Optional[Hook] = None, live_dir: str | Path | None = None,
+    device: torch.device | None = None, desc: str = "train", ctx: Dist | None = None, backbone_lr_mult: float = 1.0,
+    resume: Optional[Resume] = None,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
 
@@ -405,82 +327,48 @@ def fit(
         meta: prepared-data meta (for normalisation).
         cfg: optimiser, schedule, augmentation, epochs, device, memory format.
         seed: seeds batch order and augmentation (the same on every rank: each takes its part of the
-            global batch's draws), and, on ranks > 0, the model's own randomness (see below).
-        loss_fn: ``loss_fn(logits, labels, inputs)``; cross-entropy (with label smoothing) by default.
+            global batch's draws), and, on ranks > 0, the model's own randomness (``seed_rank``).
+        loss_fn: ``loss_fn(logits, labels, inputs)``; ``cross_entropy(cfg.label_smoothing)`` by default.
         after_backward: called with the model after each ``backward()``, before the optimiser step.
         live_dir: where dvclive logs per-epoch metrics (None: no logging; only rank 0 logs).
         device: defaults to ``select_device(cfg.device)``.
-        desc: label of the progress bar.
+        desc: the progress label (bars and per-epoch lines).
         ctx: the distributed context (``distributed.context``); default: join torchrun's group if any.
         backbone_lr_mult: learning rate of everything but the output layer, relative to ``cfg.lr``.
         resume: a ``resume.Resume``: start after its saved epoch if it has one for this run, and save one
             at the end of every epoch (None: neither).
     """
     ctx = ctx or context(device or select_device(cfg.device))
-    device = ctx.device
     net = prepare_model(model, cfg, ctx)
     model = getattr(net, "module", net)  # with SyncBatchNorm, a converted copy of the layers
     seed_rank(seed, ctx.rank)  # after DDP's broadcast of rank 0's weights: the model is the same everywhere
-    train, val = place_splits((train, val), device, desc if ctx.is_writer else None)
-    norm = normalizer(meta, device)
-    if loss_fn is None:
-        def loss_fn(logits, labels, _inputs):
-            return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    train, val = place_splits((train, val), ctx.device, desc if ctx.is_writer else None)
+    norm = normalizer(meta, ctx.device)
+    loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     if hasattr(loss_fn, "prepare"):
         loss_fn.prepare(train, norm, cfg, ctx)
-
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(model, cfg, backbone_lr_mult)
-    steps = len(batch_starts(len(train.labels), cfg.batch_size, ctx.world))
-    scheduler = make_scheduler(optimizer, cfg, steps)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None  # fp16 only
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    history, first = [], 1
-    state = resume.load(ctx) if resume is not None else None
-    if state is not None:
-        first = resume.restore(state, model, optimizer, scheduler, scaler, gen, ctx,
-                               live_dir if ctx.is_writer else None, cfg.epochs)
-        best_acc, best_epoch, best_state, history = (state["best_acc"], state["best_epoch"], state["best_state"],
-                                                     state["history"])
-    live = None
-    if live_dir is not None and ctx.is_writer:
-        from dvclive import Live
-
-        live = Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=None, resume=first > 1)
-        if first > 1:
-            live.step = first - 1  # the curves continue: no repeated or restarted step
+    state = new_state(model, train, cfg, seed, backbone_lr_mult, ctx)
+    saved = resume.load(ctx) if resume is not None else None
+    if saved is not None:
+        resume.restore(saved, state, ctx, live_dir if ctx.is_writer else None, cfg.epochs)
     t0 = time.perf_counter()
-    try:
-        for epoch in range(first, cfg.epochs + 1):
+    with live_log(live_dir if ctx.is_writer else None, state.epoch) as live:
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
             tr_loss, tr_acc = train_one_epoch(
-                net, train, norm, optimizer, cfg, gen, loss_fn=loss_fn, scheduler=scheduler,
-                after_backward=after_backward, scaler=scaler, device=device, desc=f"{desc} {epoch}/{cfg.epochs}",
-                ctx=ctx,
-            )
+                net, train, norm, state.optimizer, cfg, state.gen, loss_fn=loss_fn, scheduler=state.scheduler,
+                after_backward=after_backward, scaler=state.scaler, device=ctx.device,
+                desc=f"{desc} {epoch}/{cfg.epochs}", ctx=ctx)
             sync_buffers(model, ctx)  # evaluate (and keep) exactly rank 0's model on every rank
-            va_loss, va_acc = evaluate(model, val, norm, cfg.eval_batch_size, device, ctx, cfg.channels_last)
+            va_loss, va_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx,
+                                                cfg.channels_last)
             row = {"train/loss": tr_loss, "train/acc": tr_acc, "val/loss": va_loss, "val/acc": va_acc}
-            history.append(row)
-            if ctx.is_writer:
-                tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.4f}  "
-                           f"val loss {va_loss:.4f} acc {va_acc:.4f}")
-            if live is not None:
-                for k, v in row.items():
-                    live.log_metric(k, v)
-                live.next_step()
-            if va_acc > best_acc:  # the same figures on every rank: they all keep the same epoch
-                best_acc, best_epoch = va_acc, epoch
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            end_epoch(state, epoch, row, live, ctx, f"{desc} epoch {epoch}/{cfg.epochs}")
             if resume is not None:
-                resume.save(epoch, model, optimizer, scheduler, scaler, gen, ctx, live_dir=live_dir,
-                            best=(best_acc, best_epoch, best_state), history=history)
-    finally:
-        if live is not None:
-            live.end()
-    if best_state is None:  # zero epochs: the model as given is the result
-        best_acc = evaluate(model, val, norm, cfg.eval_batch_size, device, ctx, cfg.channels_last)[1]
+                resume.save(state, ctx, live_dir)
+    if state.best_state is None:  # zero epochs: the model as given is the result
+        state.best_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx, cfg.channels_last)[1]
     else:
-        model.load_state_dict(best_state)
+        model.load_state_dict(state.best_state)
     # a plain contiguous model on the CPU, whatever the training format: checkpoints and exports expect it
     model = revert_sync_batchnorm(model).cpu().to(memory_format=torch.contiguous_format).eval()
-    return FitResult(model, best_acc, best_epoch, cfg.epochs, time.perf_counter() - t0, history)
+    return FitResult(model, state.best_acc, state.best_epoch, cfg.epochs, time.perf_counter() - t0, state.history)

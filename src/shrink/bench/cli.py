@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..io import write_json, write_text
 from ..runtime import busy_warnings
 from .project import git_commit, make_project_copy, outputs_stale, repro_untimed
 from .report import fmt, fmt_bytes, render_markdown, speedup
@@ -52,32 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    project = Path(args.project).resolve()
-    if not (project / "dvc.yaml").is_file():
-        print(f"shrink bench: error: {project}: no dvc.yaml (use --project)", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out = (out if out.is_absolute() else Path.cwd() / out).resolve()
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "dvc.log"
-    log.write_text("")
-    mode = "quick" if args.quick else "default"
-    data_repeats = args.repeats or (2 if args.quick else 5)
-    n_images = args.images or (512 if args.quick else 2048)
-
-    results: dict[str, Any] = {"mode": mode, "threads": args.threads, "machine": machine_info()}
-    results["machine"]["project_commit"] = git_commit(project)
-    results["warnings"] = busy_warnings(args.threads)
-    for w in results["warnings"]:
-        print(f"warning: {w}", flush=True)
-    t_start = time.perf_counter()
-
-    # 4 first: it makes the copy that quick mode (or a project without outputs) measures in 1-3
-    source = project
+def pipeline_section(args: argparse.Namespace, project: Path, work: Path, log: Path,
+                     results: dict[str, Any]) -> Path | None:
+    """Section 4, first: it makes the copy that quick mode (or a project without outputs) measures in 1-3.
+    Returns that copy (None: none was made, or section 4 failed on it)."""
+    mode = results["mode"]
     copy = None
     if args.quick or not args.skip_pipeline:
         copy = make_project_copy(project, work / "project", quick=args.quick)
@@ -95,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.quick:
         print(f"[4/5] pipeline cost: skipped; running the tiny pipeline once in {copy}", flush=True)
         repro_untimed(copy, log)
+    return copy
+
+
+def measured_source(args: argparse.Namespace, project: Path, copy: Path | None, results: dict[str, Any]) -> Path | None:
+    """The project whose outputs sections 1-3 read: the tiny copy (--quick), the project itself, or the copy
+    when the project has no outputs; None (after the error line) when there is none to read."""
+    source = project
     if args.quick:
         source = copy
     elif not has_outputs(project):
@@ -102,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shrink bench: error: {project} has no pipeline outputs (metrics/evaluate.json with a shipped "
                   f"artifact, metrics/latency.json, data/prepared/): run `dvc repro` (or `make run`) first, or drop "
                   f"--skip-pipeline", file=sys.stderr)
-            return 2
+            return None
         print(f"  {project} has no pipeline outputs: sections 1-3 use the copy's", flush=True)
         source = copy
     results["measured_project"] = str(source)
@@ -112,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             results["warnings"].append(f"{project}: `dvc status` reports changes ({stale}); sections 1-3 measure "
                                        f"outputs that the current code and params would not produce: run `dvc repro`.")
             print(f"warning: {results['warnings'][-1]}", flush=True)
+    return source
 
+
+def measure(args: argparse.Namespace, source: Path, work: Path, results: dict[str, Any]) -> None:
+    """Sections 1-3 over ``source``'s outputs, into ``results``."""
     print(f"[1/5] compression ({source}/metrics/evaluate.json)", flush=True)
     results["compression"] = c = compression(source)
     print(f"  teacher {fmt_bytes(c['teacher_bytes'])} / shipped {c['shipped']} {fmt_bytes(c['shipped_bytes'])}"
@@ -128,17 +119,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.skip_data_path:
         print("[3/5] training data path: skipped", flush=True)
-    else:
-        from .datapath import data_path  # torchvision, the training loop: only when section 3 runs
+        return
+    from .datapath import data_path  # torchvision, the training loop: only when section 3 runs
 
-        print(f"[3/5] training data path: {n_images} images, batch {BATCH_SIZE}, {data_repeats} repeats", flush=True)
-        results["data_path"] = data_path(source, work, n_images, BATCH_SIZE, data_repeats, args.threads)
+    repeats = args.repeats or (2 if args.quick else 5)
+    n_images = args.images or (512 if args.quick else 2048)
+    print(f"[3/5] training data path: {n_images} images, batch {BATCH_SIZE}, {repeats} repeats", flush=True)
+    results["data_path"] = data_path(source, work, n_images, BATCH_SIZE, repeats, args.threads)
 
-    print("[5/5] machine", flush=True)
-    state = machine_state()
-    results["machine"].update(busy_after=state["busy"], load_after=state["load"])
-    results["seconds"] = round(time.perf_counter() - t_start, 1)
-    results["targets"] = [t.as_dict() for t in (
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target, checked against what the sections measured."""
+    c, lat = results["compression"], results["latency"]
+    return [t.as_dict() for t in (
         check_target("size", c["size_ratio"]),
         check_target("shipped_bytes", c["shipped_bytes"]),
         check_target("shipped_vs_uint8", c["shipped_vs_uint8"]),
@@ -150,8 +143,39 @@ def main(argv: list[str] | None = None) -> int:
         check_target("late_rerun", (results.get("pipeline") or {}).get("late_fraction")),
     )]
 
-    from ..io import write_json, write_text
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    project = Path(args.project).resolve()
+    if not (project / "dvc.yaml").is_file():
+        print(f"shrink bench: error: {project}: no dvc.yaml (use --project)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out = (out if out.is_absolute() else Path.cwd() / out).resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "dvc.log"
+    log.write_text("")
+
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "default", "threads": args.threads,
+                               "machine": machine_info()}
+    results["machine"]["project_commit"] = git_commit(project)
+    results["warnings"] = busy_warnings(args.threads)
+    for w in results["warnings"]:
+        print(f"warning: {w}", flush=True)
+    t_start = time.perf_counter()
+    copy = pipeline_section(args, project, work, log, results)
+    source = measured_source(args, project, copy, results)
+    if source is None:
+        return 2
+    measure(args, source, work, results)
+
+    print("[5/5] machine", flush=True)
+    state = machine_state()
+    results["machine"].update(busy_after=state["busy"], load_after=state["load"])
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    results["targets"] = targets(results)
     write_json(results, out / "results.json")
     md = render_markdown(results)
     write_text(md + "\n", out / "results.md")

@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
-from ..data import _food11_label
+from ..batches import epoch_batches
+from ..config import TrainParams
+from ..data import Split, food11_label, load_meta, load_split, normalizer
+from ..models import StudentNet
 from ..runtime import interleaved
+from ..train import cross_entropy, make_optimizer, train_one_epoch
 from .targets import ratio
 
 
@@ -57,7 +62,7 @@ class SeedStyleDataset(torch.utils.data.Dataset):
         from PIL import Image
 
         self.files = sorted(Path(folder).glob("*.jpg"))
-        self.labels = [_food11_label(f) for f in self.files]  # prepare's reading of the same names
+        self.labels = [food11_label(f) for f in self.files]  # prepare's reading of the same names
         self.transform = transform
         self.images = None
         if preload:
@@ -89,6 +94,65 @@ def seed_transform(image_size: int, padding: int, mean: Sequence[float], std: Se
                       T.Normalize(mean, std)])
 
 
+def timed_loops(split: Split, meta: dict[str, Any], cfg: TrainParams, preloaded: SeedStyleDataset,
+                lazy: SeedStyleDataset, seed: int) -> dict[str, Callable[[], None]]:
+    """One pass of each loop the section times, by name: the pipeline's ``train_one_epoch`` and the course's
+    loop over each of its datasets (same StudentNet, AdamW, batch size), and the data halves alone."""
+    norm, gen = normalizer(meta), torch.Generator().manual_seed(seed)
+
+    def new_model():
+        torch.manual_seed(seed)
+        model = StudentNet(num_classes=len(meta["classes"]))
+        return model, make_optimizer(model, cfg)
+
+    pipe_model, pipe_opt = new_model()
+
+    def run_pipeline():
+        train_one_epoch(pipe_model, split, norm, pipe_opt, cfg, gen, loss_fn=cross_entropy(), desc="pipeline loop")
+
+    def seed_runner(ds):
+        model, opt = new_model()
+        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0,
+                                             generator=torch.Generator().manual_seed(seed))
+
+        def run():
+            model.train()
+            for x, y in loader:  # the course's run_epoch, on the CPU
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        return run
+
+    def pipeline_data_only():  # train_one_epoch's data half itself: batch order, augmentation, normalisation
+        for _ in epoch_batches(split, norm, cfg, gen):
+            pass
+
+    def seed_data_only():
+        for _ in torch.utils.data.DataLoader(preloaded, batch_size=cfg.batch_size, shuffle=True, num_workers=0):
+            pass
+
+    return {"pipeline": run_pipeline, "seed": seed_runner(preloaded), "seed_open": seed_runner(lazy),
+            "pipeline_data": pipeline_data_only, "seed_data": seed_data_only}
+
+
+def result_rows(ips: dict[str, float]) -> list[dict[str, Any]]:
+    """The section's table: images/s of each loop and how much faster the pipeline's counterpart is."""
+    return [
+        {"loader": "pipeline: train_one_epoch over prepared uint8 tensors (batched tensor augmentation)",
+         "images_per_s": ips["pipeline"], "pipeline_speedup": 1.0},
+        {"loader": "course MyDataset, images preloaded as PIL at init (its behaviour): per-item transforms",
+         "images_per_s": ips["seed"], "pipeline_speedup": ratio(ips["pipeline"], ips["seed"])},
+        {"loader": "course MyDataset variant that opens and decodes the JPEG per item",
+         "images_per_s": ips["seed_open"], "pipeline_speedup": ratio(ips["pipeline"], ips["seed_open"])},
+        {"loader": "data only (no model): pipeline batches, augment + normalise",
+         "images_per_s": ips["pipeline_data"], "pipeline_speedup": 1.0},
+        {"loader": "data only (no model): course DataLoader over preloaded PIL images",
+         "images_per_s": ips["seed_data"], "pipeline_speedup": ratio(ips["pipeline_data"], ips["seed_data"])},
+    ]
+
+
 def data_path(project: Path, work: Path, n_images: int, batch_size: int, repeats: int, threads: int,
               seed: int = 0) -> dict[str, Any]:
     """Images/s of ``train_one_epoch`` over prepared tensors vs the course's PIL loader, same images and model.
@@ -102,102 +166,38 @@ def data_path(project: Path, work: Path, n_images: int, batch_size: int, repeats
         threads: torch intra-op threads.
         seed: model initialisation and batch order.
     """
-    import torch.nn.functional as F
-
-    from ..config import TrainParams
-    from ..data import Split, load_meta, load_split, normalizer
-    from ..models import StudentNet
-    from ..train import augment, make_optimizer, train_one_epoch
-
     torch.set_num_threads(threads)
     prepared = project / "data/prepared"
     meta = load_meta(prepared)
     train = load_split(prepared, "train")
     idx = torch.arange(n_images) % len(train.labels)  # cycle when the split is smaller than n_images
-    images, labels = train.images[idx].clone(), train.labels[idx].clone()
-    size, classes = int(meta["image_size"]), len(meta["classes"])
+    split = Split(train.images[idx].clone(), train.labels[idx].clone())
     folder = work / "food-11"
     if folder.exists():
         shutil.rmtree(folder)
     print(f"  writing {n_images} prepared train images as {folder}/training/<label>_<i>.jpg", flush=True)
-    write_food11_folder(images, labels, folder)
-    cfg = TrainParams(epochs=1, batch_size=batch_size, optimizer="adamw", lr=1e-3, crop_padding=2, flip=True)
-    transform = seed_transform(size, cfg.crop_padding, meta["mean"], meta["std"])
-
+    write_food11_folder(split.images, split.labels, folder)
+    # the same augmentation on both sides (the course's), whatever params.yaml says; NCHW like the course's loop
+    cfg = TrainParams(epochs=1, batch_size=batch_size, optimizer="adamw", lr=1e-3, weight_decay=5e-4, crop_padding=2,
+                      flip=True, channels_last=False)
+    transform = seed_transform(int(meta["image_size"]), cfg.crop_padding, meta["mean"], meta["std"])
     t0 = time.perf_counter()
     preloaded = SeedStyleDataset(folder / "training", transform, preload=True)
     preload_s = time.perf_counter() - t0
     lazy = SeedStyleDataset(folder / "training", transform, preload=False)
     assert len(preloaded) == n_images
-
-    def new_model():
-        torch.manual_seed(seed)
-        model = StudentNet(num_classes=classes)
-        return model, make_optimizer(model, cfg)
-
-    def ce(logits, y, _x):
-        return F.cross_entropy(logits, y)
-
-    split, norm, gen = Split(images, labels), normalizer(meta), torch.Generator().manual_seed(seed)
-    pipe_model, pipe_opt = new_model()
-
-    def run_pipeline():
-        train_one_epoch(pipe_model, split, norm, pipe_opt, cfg, gen, loss_fn=ce, desc="pipeline loop")
-
-    def seed_runner(ds):
-        model, opt = new_model()
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0,
-                                             generator=torch.Generator().manual_seed(seed))
-
-        def run():
-            model.train()
-            for x, y in loader:  # the course's run_epoch, on the CPU
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-        return run
-
-    def pipeline_data_only():  # train_one_epoch's data half: batch order, tensor augmentation, normalisation
-        order = torch.randperm(n_images, generator=gen)
-        for start in range(0, n_images, batch_size):
-            idx = order[start : start + batch_size]
-            norm(augment(images[idx], cfg.crop_padding, cfg.flip, gen)), labels[idx]
-
-    def seed_data_only():
-        for _ in torch.utils.data.DataLoader(preloaded, batch_size=batch_size, shuffle=True, num_workers=0):
-            pass
-
-    paths = {"pipeline": run_pipeline, "seed": seed_runner(preloaded), "seed_open": seed_runner(lazy),
-             "pipeline_data": pipeline_data_only, "seed_data": seed_data_only}
+    paths = timed_loops(split, meta, cfg, preloaded, lazy, seed)
     # one untimed pass of each first (allocator, oneDNN primitives, page cache): with 2 repeats (--quick) a
     # cold first pass would be half of the median
     timing = interleaved(paths, repeats, threads=threads, warmup=1)
     ips = {k: n_images / (timing.median_ms(k) / 1e3) for k in paths}
-    rows = [
-        {"loader": "pipeline: train_one_epoch over prepared uint8 tensors (batched tensor augmentation)",
-         "images_per_s": ips["pipeline"], "pipeline_speedup": 1.0},
-        {"loader": "course MyDataset, images preloaded as PIL at init (its behaviour): per-item transforms",
-         "images_per_s": ips["seed"], "pipeline_speedup": ratio(ips["pipeline"], ips["seed"])},
-        {"loader": "course MyDataset variant that opens and decodes the JPEG per item",
-         "images_per_s": ips["seed_open"], "pipeline_speedup": ratio(ips["pipeline"], ips["seed_open"])},
-        {"loader": "data only (no model): pipeline batches, augment + normalise",
-         "images_per_s": ips["pipeline_data"], "pipeline_speedup": 1.0},
-        {"loader": "data only (no model): course DataLoader over preloaded PIL images",
-         "images_per_s": ips["seed_data"], "pipeline_speedup": ratio(ips["pipeline_data"], ips["seed_data"])},
-    ]
+    rows = result_rows(ips)
     for r in rows:
         faster = "—" if r["pipeline_speedup"] is None else f"{r['pipeline_speedup']:.2f}x"
         print(f"  {r['images_per_s']:8.0f} img/s  {faster}  {r['loader']}", flush=True)
     return {
-        "images": n_images,
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "threads": threads,
-        "image_size": size,
-        "rows": rows,
+        "images": n_images, "batch_size": batch_size, "repeats": repeats, "threads": threads,
+        "image_size": int(meta["image_size"]), "rows": rows,
         # the issue's seed-style loader "opens and transforms a PIL image per item": the per-item-open variant
         "ratio": ratio(ips["pipeline"], ips["seed_open"]),
         "preloaded_ratio": ratio(ips["pipeline"], ips["seed"]),

@@ -1,8 +1,9 @@
-"""Throw-away copies of the project and the git / dvc commands run in them.
+"""``shrink bench``'s throw-away copies of the project and the git / dvc commands run in them.
 
-One module for the tests' tiny projects (``tests/conftest.py``) and the benchmark's copies (``shrink bench``),
-so "a tiny project" has one definition (``tiny_overrides``). It lives in ``shrink.bench``, which no stage
-imports: editing it never invalidates a DVC stage.
+``--quick`` runs a tiny copy (``tiny_overrides``). The tests' tiny projects are that same copy over images of
+their own: they import ``tiny_overrides``, ``copy_pipeline`` and ``init_repo`` from here (the library cannot
+import the tests), so "a tiny project" has one definition. ``shrink.bench`` is imported by no stage: editing it
+never invalidates a DVC stage.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
@@ -27,15 +28,16 @@ TINY_WIDTHS = (0.8, 0.65, 0.5)  # the tiny projects' prune rounds
 
 def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
-    a chain of three pruning rounds, one process per stage. The tests' tiny projects use this same function."""
+    a chain of three pruning rounds, one process per stage."""
     raw["data"]["limit"] = 300
     raw["data"]["image_size"] = 16
     for name in ("teacher", "student", "distill"):  # one process: torchrun's start-up would dominate
         raw[name]["train"].update(epochs=1, batch_size=64, nproc=1)
     if "prune" in raw:
-        # a chain of three one-epoch rounds, whatever the default's shape (its rounds each cut distill): the tests
-        # check that editing a round reruns the rounds below it. Not deeper than half: a few hundred images and
-        # a few steps per round do not recover a deep cut (the default's rounds fine-tune for 4-8 epochs)
+        # a chain of three one-epoch rounds, whatever the default's shape (its rounds each cut distill): editing a
+        # round then reruns the rounds below it (the late change section 4 times; the tests check it). Not deeper
+        # than half: a few hundred images and a few steps per round do not recover a deep cut (the default's
+        # rounds fine-tune for 4-8 epochs)
         names = [f"prune_{i}" for i in range(1, len(TINY_WIDTHS) + 1)]
         raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1}
                                   for n, parent, w in zip(names, ["distill", *names], TINY_WIDTHS)}
@@ -102,8 +104,13 @@ def git_commit(project: Path) -> str | None:
 # -------------------------------------------------------------- copies
 
 
-def copy_pipeline(src: Path, dest: Path) -> None:
-    """Copy a project's pipeline files (``PROJECT_FILES``) into a new folder ``dest``."""
+def copy_pipeline(src: Path, dest: Path, edit: Optional[Callable[[dict[str, Any]], Any]] = None) -> None:
+    """Copy a project's pipeline files (``PROJECT_FILES``) into a new folder ``dest``, with a ``.gitignore``.
+
+    Args:
+        edit: changes the copy's params (params.yaml as a dict, in place), which is then written back as
+            plain YAML; None: the file is copied as it is, comments and all.
+    """
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
         path = src / name
@@ -111,6 +118,11 @@ def copy_pipeline(src: Path, dest: Path) -> None:
             shutil.copytree(path, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif path.exists():
             shutil.copy2(path, dest / name)
+    if edit is not None:
+        raw = yaml.safe_load((dest / "params.yaml").read_text())
+        edit(raw)
+        (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (dest / ".gitignore").write_text("__pycache__/\n")
 
 
 def init_repo(dest: Path, message: str) -> Path:
@@ -127,16 +139,16 @@ def make_project_copy(src: Path, dest: Path, quick: bool) -> Path:
     """A new git + DVC repo holding ``src``'s pipeline (tiny params when ``quick``), committed, empty cache."""
     if dest.exists():
         shutil.rmtree(dest)
-    copy_pipeline(src, dest)
-    raw = yaml.safe_load((dest / "params.yaml").read_text())  # the file as YAML, to rewrite it
-    root = raw.get("data", {}).get("root")
-    if quick or (root and not Path(root).is_absolute()):
-        if root and not Path(root).is_absolute():  # a relative data root means the original project's
+    root = (yaml.safe_load((src / "params.yaml").read_text()) or {}).get("data", {}).get("root")
+    relative = bool(root) and not Path(root).is_absolute()
+
+    def edit(raw: dict[str, Any]) -> None:
+        if relative:  # a relative data root means the original project's
             raw["data"]["root"] = str((src / root).resolve())
         if quick:
-            raw = tiny_overrides(raw)
-        (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (dest / ".gitignore").write_text("__pycache__/\n")
+            tiny_overrides(raw)
+
+    copy_pipeline(src, dest, edit if quick or relative else None)
     return init_repo(dest, "bench copy")
 
 
