@@ -1,8 +1,8 @@
-"""prune: one Network Slimming round: cut channels by BatchNorm |gamma|, rebuild a smaller dense net of the same arch, fine-tune."""
+"""prune: one pruning round: rank channels by prune.criterion (Network Slimming's BatchNorm |gamma| by default), cut them, rebuild a smaller dense net of the same arch, fine-tune."""
 from shrink.stage import stage
 
-with stage("prune", __doc__, reads=("seed", "slim", "prune.mode", "prune.min_channels", "prune.blocks", "prune.round_to",
-                                    "prune.finetune", "prune.rounds.{round}"),
+with stage("prune", __doc__, reads=("seed", "slim", "prune.criterion", "prune.mode", "prune.min_channels", "prune.blocks",
+                                    "prune.round_to", "prune.finetune", "prune.rounds.{round}"),
            inputs={"parent": "checkpoint this round cuts", "teacher": "teacher checkpoint (fine-tuning with KD)",
                    "data": "prepared data folder"},
            outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",
@@ -12,7 +12,8 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.mode", "prune.min_cha
 
     from shrink.checkpoint import load_checkpoint, model_from_checkpoint
     from shrink.config import ParamsError
-    from shrink.data import load_meta, load_split, normalizer
+    from shrink.criteria import get_criterion
+    from shrink.data import load_meta, load_split, normalizer, train_sample
     from shrink.distill import make_kd_loss
     from shrink.distributed import launch
     from shrink.pipeline import as_params, run_training
@@ -27,7 +28,9 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.mode", "prune.min_cha
     parent = load_checkpoint(args.parent)
     model = model_from_checkpoint(parent)
     base_channels = parent.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
-    model, keep = slim(model, rnd.width, cfg, base_channels)
+    images = get_criterion(cfg.criterion).sample_images
+    sample = train_sample(args.data, images, seed) if images else None
+    model, keep = slim(model, rnd.width, cfg, base_channels, sample=sample, seed=seed)
     _, cut_acc = evaluate(model, load_split(args.data, "val"), normalizer(load_meta(args.data)))
     run_training(
         model, name=parent["model"], model_kwargs=rebuild_kwargs(model, parent["model_kwargs"]),

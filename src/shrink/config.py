@@ -300,7 +300,6 @@ class RoundParams:
         _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
 
 
-PRUNE_MODES = ("layer", "global")
 # StudentNet's prunable width indices by default (models.PRUNABLE_BLOCKS, written out here so that reading
 # params imports no torch; a test checks they agree), and the indices that can be cut at all: width 0 is
 # made by the stem (conv + its own BN), width 7 feeds the classifier with no BN after it.
@@ -313,8 +312,10 @@ class PruneParams:
     """Network Slimming: how channels are chosen (shared by every round), the fine-tuning, and the rounds.
 
     Args:
-        mode: "layer" (the course: per-layer top-k by |gamma|) or "global" (Liu et al.: one
-            threshold on |gamma| across the prunable layers, same total count).
+        criterion: how channels are ranked, a name in the ``criteria`` registry (checked by ``Params``);
+            bn_scale: BatchNorm |gamma| (Network Slimming, the course's).
+        mode: "layer" (the course: per-layer top-k by the criterion) or "global" (Liu et al.: one
+            threshold on the scores across the prunable layers, same total count).
         min_channels: floor of channels per pruned layer, so no layer disappears.
         blocks: StudentNet's prunable width indices (the course's 3..6); other archs prune every group.
         round_to: every pruned width is a multiple of this (see ``prune.round_width``); 1 = no rounding.
@@ -322,6 +323,7 @@ class PruneParams:
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
     """
 
+    criterion: str = "bn_scale"
     mode: Literal["layer", "global"] = "layer"
     min_channels: int = 8
     blocks: list[int] = field(default_factory=lambda: list(DEFAULT_BLOCKS))
@@ -389,7 +391,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**63, "seed", self.seed, "must be a non-negative integer")
-        models = _registry()
+        models = _registry("models")
         if self.teacher.small_input and not models.supports_small_input(self.teacher.arch):
             raise FieldError("teacher.small_input", f"not supported by {self.teacher.arch} "
                              f"(use teacher.input_size to feed it larger images)")
@@ -398,6 +400,9 @@ class Params:
                 models.check_arch(getattr(self, key).arch, role)
             except ValueError as e:
                 raise FieldError(f"{key}.arch", str(e)) from None
+        criteria = _registry("criteria").list_criteria()
+        if self.prune.criterion not in criteria:
+            raise FieldError("prune.criterion", f"must be one of {', '.join(criteria)}, got {self.prune.criterion!r}")
         rounds = self.prune.rounds
         for name, r in rounds.items():
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
@@ -422,8 +427,9 @@ class Params:
         return [m for m in self.fp32_models if m in self.quantize.models or m in self.prune.rounds]
 
 
-def _registry() -> Any:
-    """The model registry, imported only to VALIDATE params.yaml (which archs exist, what they support).
+def _registry(module: str) -> Any:
+    """A registry module (``models``, ``criteria``), imported only to VALIDATE params.yaml (which archs and
+    pruning criteria exist, what they support).
 
     Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
     dynamic): validation can only reject a params file, never change what a stage computes, so an edit to
@@ -431,7 +437,7 @@ def _registry() -> Any:
     """
     import importlib
 
-    return importlib.import_module(f"{__package__}.models")
+    return importlib.import_module(f"{__package__}.{module}")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
