@@ -126,7 +126,9 @@ class Graph:
                     perm[bn_idx] = order
                     assert (perm >= 0).all(), f"{names[m]}: only part of its channels are in group {names[root]}"
                     bns.append((m, perm))
-            if bns:  # no BN: no gamma to rank by (e.g. squeeze-excitation's reduced channels)
+            # no BN (e.g. squeeze-excitation's reduced channels): not prunable, whatever the criterion: bn_scale has
+            # no gamma to rank by, and mask_model's exactness reference silences channels through their BNs
+            if bns:
                 # named by its first producer in module order (tracing order is not stable to read)
                 producers = [names[i.dep.target.module] for i in g if isinstance(i.dep.target.module, (nn.Conv2d, nn.Linear))
                              and self.dg.is_out_channel_pruning_fn(i.dep.handler)]
