@@ -142,7 +142,8 @@ def test_a_new_criterion_is_one_entry(monkeypatch):
     pruned, keep = slim(model, 0.5, PruneParams(criterion="fpgm"))
     default = slim(model, 0.5, PruneParams())[1]
     assert any(not torch.equal(k, default[n]) for n, k in keep.items())  # its own choice, not bn_scale's
-    torch.testing.assert_close(logits(pruned, images()), logits(mask_model(model, keep), images()), atol=2e-5, rtol=1e-4)
+    x = images()
+    torch.testing.assert_close(logits(pruned, x), logits(mask_model(model, keep), x), atol=2e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="registered already"):
         register_criterion("fpgm", lambda: tp.importance.RandomImportance(), "again")
     with pytest.raises(ValueError, match="unknown pruning criterion 'nope' \\(known: bn_scale, l1, "):

@@ -323,7 +323,7 @@ def slim(
     model: nn.Module, width: float, cfg: PruneParams, base_channels: Optional[Mapping[str, int]] = None, *,
     sample: Optional[Sample] = None, seed: int = 0,
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """One pruning round's cut on any arch: rank channels by ``cfg.criterion``, choose by ``cfg``, build the smaller net.
+    """One pruning round's cut on any arch: rank channels by ``cfg.criterion``, choose, build the smaller net.
 
     Args:
         model: the parent net (unchanged: a criterion that reads gradients puts them back).
