@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from shrink.checkpoint import ArtifactError, model_from_checkpoint, save_checkpoint
-from shrink.config import Params, ParamsError, TrainParams, auto_nproc, load_params, validate
+from shrink.config import Params, ParamsError, PruneParams, TrainParams, auto_nproc, load_params, validate
 from shrink.models import PRUNABLE_BLOCKS, StudentNet
 from shrink.stage import StageParams
 
@@ -26,6 +26,7 @@ def test_the_repo_params_load_into_one_typed_object():
     assert p.prune.rounds["prune_2"].width == raw["prune"]["rounds"]["prune_2"]["width"]
     assert p.fp32_models == ["teacher", "student", "distill", *raw["prune"]["rounds"]]
     assert tuple(p.prune.blocks) == PRUNABLE_BLOCKS  # config's default blocks are the registry's
+    assert p.prune.criterion == PruneParams().criterion == "bn_scale"  # the course's, in params.yaml and the default
 
 
 def test_the_defaults_are_the_repo_params():
@@ -61,6 +62,7 @@ def test_one_round_alone_is_what_a_round_records():
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0}}}}, "params.yaml: prune.rounds.r1.width: must be in (0, 1]"),
     ({"prune": {"blocks": [0, 3]}}, "params.yaml: prune.blocks: must be distinct width indices in 1..6"),
     ({"prune": {"mode": "lyer"}}, "params.yaml: prune.mode: must be one of layer, global"),
+    ({"prune": {"criterion": "gamma"}}, "params.yaml: prune.criterion: must be one of bn_scale, l1, "),  # the registry's
     ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, fp16, uint8, int8, int8w"),
     ({"evaluate": {"batch_sizes": []}}, "params.yaml: evaluate.batch_sizes: must be a non-empty list"),
     ({"quantize": {"models": ["nope"]}}, "params.yaml: quantize.models[0]: no model named 'nope'"),

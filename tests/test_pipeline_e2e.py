@@ -9,14 +9,18 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from conftest import TINY_CLASSES, TINY_EVAL, TINY_LEARN, clear_top1, run, tiny_eval_label
+from conftest import ROOT, TINY_CLASSES, TINY_EVAL, TINY_LEARN, clear_top1, git, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
 from shrink.formats import get_format, list_formats
 from shrink.report import PRUNE_FIELDS
@@ -120,6 +124,28 @@ def test_every_artifact_learned_and_agrees_with_its_fp32_parent(tiny_run):
             art = next((tiny_run / "models/quantized").glob(f"{parent}.{kind}.*"))
             check_against_parent(load_runtime(art), fp32, x, y)
             assert abs(ev[f"{parent}.{kind}"]["acc_vs_source"]) <= 1 - AGREE, (parent, kind)
+
+
+def test_the_prune_sweep_runs_what_the_prune_stages_run(tiny_run, tmp_path):
+    """scripts/prune_sweep.py and the prune stages call one ``rounds.run_round``: given the stages' params, chain
+    and torch threads, its rounds have the stages' figures and int8w files, and it leaves nothing in the project."""
+    rounds = yaml.safe_load((tiny_run / "params.yaml").read_text())["prune"]["rounds"]
+    assert rounds["prune_2"]["parent"] == "prune_1" and rounds["prune_1"]["parent"] == "distill"
+    widths = ",".join(str(rounds[r]["width"]) for r in ROUNDS[:2])
+    epochs = ",".join(str(rounds[r]["epochs"]) for r in ROUNDS[:2])
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/prune_sweep.py"), "--widths", widths, "--epochs", epochs,
+                           "--threads", "0", "--out", str(tmp_path / "sweep.jsonl")], cwd=tiny_run, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(tiny_run / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and {r["criterion"] for r in rows} == {"bn_scale"}
+    for row, name in zip(rows, ROUNDS):
+        m = json.loads((tiny_run / f"models/{name}.run.json").read_text())
+        assert (row["params"], row["channels"]) == (m["params"], m["channels"]), name
+        assert [row[k] for k in ("val_after_cut", "val_acc", "test_acc")] == [
+            round(m[k], 4) for k in ("val_acc_after_cut", "val_acc", "test_acc")], name
+        assert row["int8w_bytes"] == (tiny_run / f"models/quantized/{name}.int8w.onnx").stat().st_size, name
+    assert git(tiny_run, "status", "--porcelain") == "" and not list(tiny_run.glob(".shrink/resume/*round*"))
 
 
 def corrupt_uint8_scale(path: Path, out: Path) -> None:

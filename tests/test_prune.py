@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import assert_same_logits
 from shrink.checkpoint import model_from_checkpoint, save_checkpoint
 from shrink.config import ParamsError, SlimParams, TrainParams, from_dict, load_params
+from shrink.criteria import score_groups
 from shrink.data import Split
 from shrink.models import PRUNABLE_BLOCKS, StudentNet, count_params, student_widths
 from shrink.prune import (
@@ -103,8 +104,8 @@ def by_name(keep: dict) -> dict:
 
 
 def scores(model: StudentNet, blocks=PRUNABLE_BLOCKS) -> dict:
-    """Each prunable group's importance (mean BN |gamma|), for ``choose``."""
-    return {n: g.importance() for n, g in Graph(model, blocks).groups.items()}
+    """Each prunable group's importance (the default criterion: mean BN |gamma|), for ``choose``."""
+    return score_groups(model, {n: g.tp_group for n, g in Graph(model, blocks).groups.items()}, "bn_scale")
 
 
 def randomize(model: StudentNet, seed: int, positive_gamma: bool = False) -> StudentNet:

@@ -15,6 +15,7 @@ from torch import nn
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from shrink.config import ParamsError, validate
 from shrink.formats import get_format, list_formats
+from shrink.criteria import list_criteria, score_groups
 from shrink.models import (
     build_model, check_arch, count_params, get_entry, list_models, structure_of, student_kwargs, teacher_kwargs,
     torchvision_archs,
@@ -89,6 +90,12 @@ def test_sync_batchnorm_gives_the_same_groups_and_l1_targets(arch):
     assert {n: g.channels for n, g in sync_groups.items()} == {n: g.channels for n, g in groups.items()}
     for name, g in groups.items():
         assert torch.equal(sync_groups[name].importance(), g.importance()), name  # same op on the same gammas
+    for criterion in list_criteria():  # every criterion reads a SyncBatchNorm as it reads a BatchNorm
+        sample = (images(4), torch.arange(4) % len(CLASSES))
+        scores, sync_scores = (score_groups(net, {n: g.tp_group for n, g in gs.items()}, criterion, sample=sample)
+                               for net, gs in ((model, groups), (sync, sync_groups)))
+        for name in groups:
+            torch.testing.assert_close(sync_scores[name], scores[name], rtol=0, atol=0, msg=f"{criterion} {name}")
 
     def l1_targets(net: nn.Module) -> list[str]:
         bns = {id(b) for b in prunable_bns(net)}

@@ -236,8 +236,10 @@ class PruneParams:
     """Network Slimming: how channels are chosen (shared by every round), the fine-tuning, and the rounds.
 
     Args:
-        mode: "layer" (the course: per-layer top-k by |gamma|) or "global" (Liu et al.: one
-            threshold on |gamma| across the prunable layers, same total count).
+        criterion: how channels are ranked, a name in the ``criteria`` registry (checked by ``Params``);
+            bn_scale: BatchNorm |gamma| (Network Slimming, the course's).
+        mode: "layer" (the course: per-layer top-k by the criterion) or "global" (Liu et al.: one
+            threshold on the scores across the prunable layers, same total count).
         min_channels: floor of channels per pruned layer, so no layer disappears.
         blocks: StudentNet's prunable width indices (the course's 3..6); other archs prune every group.
         round_to: every pruned width is a multiple of this (see ``prune.round_width``); 1 = no rounding.
@@ -245,6 +247,7 @@ class PruneParams:
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
     """
 
+    criterion: str = "bn_scale"
     mode: Literal["layer", "global"] = "global"
     min_channels: int = 8
     blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
@@ -317,7 +320,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**63, "seed", self.seed, "must be a non-negative integer")
-        models = _registry()
+        models = _registry("models")
         if self.teacher.small_input and not models.supports_small_input(self.teacher.arch):
             raise FieldError("teacher.small_input", f"not supported by {self.teacher.arch} "
                              f"(use teacher.input_size to feed it larger images)")
@@ -326,6 +329,9 @@ class Params:
                 models.check_arch(getattr(self, key).arch, role)
             except ValueError as e:
                 raise FieldError(f"{key}.arch", str(e)) from None
+        criteria = _registry("criteria").list_criteria()
+        if self.prune.criterion not in criteria:
+            raise FieldError("prune.criterion", f"must be one of {', '.join(criteria)}, got {self.prune.criterion!r}")
         rounds = self.prune.rounds
         for name, r in rounds.items():
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
@@ -352,7 +358,8 @@ class Params:
 
 def _registry(module: str = "models") -> Any:
     """A registry module (``models``: which archs exist and what they support; ``formats``: the quantization
-    formats; ``ship``: the ship objectives), imported only to VALIDATE params.yaml.
+    formats; ``ship``: the ship objectives; ``criteria``: the pruning criteria), imported only to VALIDATE
+    params.yaml.
 
     Deliberately not a dvc.yaml dependency of every stage (nor seen by the import-closure test, being
     dynamic): validation can only reject a params file, never change what a stage computes, so an edit to

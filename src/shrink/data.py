@@ -18,8 +18,8 @@ With ``skip_bad`` unreadable images are skipped and NAMED (stderr and ``<prepare
 except in the unlabeled ``evaluation/`` split: a submission must have a row per file, so a bad file
 there is always an error.
 
-Why one module of ~550 lines: the writers (``prepare``) and the readers (``load_split``, ``load_meta``,
-``normalizer``, ``calibration_sample``) share the prepared format, which is defined here once.
+Why one module of ~560 lines: the writers (``prepare``) and the readers (``load_split``, ``load_meta``,
+``normalizer``, ``train_sample``) share the prepared format, which is defined here once.
 """
 from __future__ import annotations
 
@@ -533,9 +533,9 @@ def data_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta[k] for k in ("classes", "mean", "std", "image_size")}
 
 
-def calibration_sample(prepared: str | Path, n: int, seed: int) -> torch.Tensor:
-    """``n`` normalised float32 training images for int8 calibration, a seeded random sample (a folder
-    source's train split is ordered by class), in split order.
+def train_sample(prepared: str | Path, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` normalised float32 training images and their labels, a seeded random sample (a folder source's
+    train split is ordered by class), in split order: int8 calibration, a pruning criterion's gradients.
 
     Args:
         prepared: the prepared data folder.
@@ -543,5 +543,10 @@ def calibration_sample(prepared: str | Path, n: int, seed: int) -> torch.Tensor:
         seed: the project seed.
     """
     train = load_split(prepared, "train")
-    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))[:n]
-    return normalizer(load_meta(prepared))(train.images[pick.sort().values])
+    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return normalizer(load_meta(prepared))(train.images[pick]), train.labels[pick].long()
+
+
+def calibration_sample(prepared: str | Path, n: int, seed: int) -> torch.Tensor:
+    """``n`` normalised float32 training images for int8 calibration (``train_sample``'s images)."""
+    return train_sample(prepared, n, seed)[0]

@@ -8,8 +8,9 @@ One mechanism for every arch, in three parts (Torch-Pruning's):
   SyncBatchNorm too) and is not the classifier's output. Which groups are prunable is data per arch,
   in the model registry (``models.slimming_of``): StudentNet's are the course's ``cnn.{j}.3`` for
   ``j`` in ``prune.blocks``; every other arch's are all of them.
-* *criterion*: a channel's importance is the mean ``|gamma|`` of the BatchNorms of its group
-  (StudentNet's groups hold exactly one BN: its ``|gamma|``).
+* *criterion*: how a group's channels are ranked, ``prune.criterion``, one entry of the ``criteria`` registry
+  each (Torch-Pruning's ``tp.importance`` classes). The default, ``bn_scale``, is Network Slimming's: the mean
+  ``|gamma|`` of the BatchNorms of its group (StudentNet's groups hold exactly one BN: its ``|gamma|``).
 * *selection*: ``choose`` (per layer or global, with floors and ``round_to``), then one surgery per
   group (``prune_model``) that removes the channels from every coupled layer.
 
@@ -21,7 +22,7 @@ coupled across four places, as the course's table says:
 * entry ``c`` of the BatchNorm ``cnn.{j+1}.1`` (weight, bias, running_mean, running_var),
 * input columns ``c`` of the pointwise ``cnn.{j+1}.3.weight``.
 
-Its importance is ``|gamma|`` of ``cnn.{j+1}.1.weight``. Cutting a channel removes it from all
+Its ``bn_scale`` importance is ``|gamma|`` of ``cnn.{j+1}.1.weight``. Cutting a channel removes it from all
 four places and builds a smaller *dense* ``StudentNet(widths=...)``, so the speed-up is real.
 
 Differences from the course's ``network_slimming``:
@@ -56,13 +57,11 @@ import torch_pruning as tp
 
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import CUTTABLE, PRUNE_MODES, PruneParams, RoundParams  # noqa: F401 (re-exported)
+from .config import PruneParams, RoundParams  # noqa: F401 (re-exported)
+from .criteria import Sample, score_groups
 from .models import PRUNABLE_BLOCKS, output_layer_name, slimming_of
 
 K = TypeVar("K")
-
-MODES = PRUNE_MODES
-
 
 TRACE_SIZE = 32  # input side for tracing: channel coupling does not depend on it
 
@@ -77,6 +76,7 @@ class Group:
         channels: its current number of channels.
         root: the root layer; ``fn`` its out-channel pruning function (Torch-Pruning's).
         bns: ``(BatchNorm, its group channel for each BN channel)`` for every BN in the group.
+        tp_group: Torch-Pruning's group holding all its channels (what a ``criteria`` importance scores).
     """
 
     name: str
@@ -84,13 +84,7 @@ class Group:
     root: nn.Module
     fn: Callable
     bns: list[tuple[_BatchNorm, torch.Tensor]]
-
-    def importance(self) -> torch.Tensor:
-        """Mean ``|gamma|`` over the group's BatchNorms, per channel (detached, CPU)."""
-        score = torch.zeros(self.channels)
-        for bn, idx in self.bns:
-            score[idx] += bn.weight.detach().abs().float().cpu()  # idx maps BN channel -> group channel
-        return score / len(self.bns)
+    tp_group: tp.dependency.Group
 
 
 class Graph:
@@ -132,12 +126,14 @@ class Graph:
                     perm[bn_idx] = order
                     assert (perm >= 0).all(), f"{names[m]}: only part of its channels are in group {names[root]}"
                     bns.append((m, perm))
-            if bns:  # no BN: no gamma to rank by (e.g. squeeze-excitation's reduced channels)
+            # no BN (e.g. squeeze-excitation's reduced channels): not prunable, whatever the criterion: bn_scale has
+            # no gamma to rank by, and mask_model's exactness reference silences channels through their BNs
+            if bns:
                 # named by its first producer in module order (tracing order is not stable to read)
                 producers = [names[i.dep.target.module] for i in g if isinstance(i.dep.target.module, (nn.Conv2d, nn.Linear))
                              and self.dg.is_out_channel_pruning_fn(i.dep.handler)]
                 name = min(producers, key=rank.__getitem__)
-                groups[name] = Group(name, n, root, fn, bns)
+                groups[name] = Group(name, n, root, fn, bns, g)
         select = slimming_of(model).groups
         if blocks is not None and select is not None:  # data per arch, e.g. the course's blocks only
             wanted = select(blocks)
@@ -166,11 +162,6 @@ def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> l
         for bn, _ in g.bns:
             seen.setdefault(id(bn), bn)
     return list(seen.values())
-
-
-def importance(model: nn.Module, name: str) -> torch.Tensor:
-    """The importance of prunable group ``name``: its BNs' mean ``|gamma|``."""
-    return Graph(model).groups[name].importance()
 
 
 def round_width(count: int, current: int, round_to: int, floor: int = 1) -> int:
@@ -230,7 +221,7 @@ def choose(
     only approximates the budget. ``round_to=1`` changes nothing.
 
     Args:
-        scores: per group, one importance per channel (e.g. ``Group.importance``).
+        scores: per group, one importance per channel (``criteria.score_groups``).
         targets: channels to keep per group (a subset of ``scores``' keys).
         mode: "layer" or "global".
         min_channels: per-group floor.
@@ -329,21 +320,25 @@ def mask_model(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> nn.Module:
 
 
 def slim(
-    model: nn.Module, width: float, cfg: PruneParams, base_channels: Optional[Mapping[str, int]] = None
+    model: nn.Module, width: float, cfg: PruneParams, base_channels: Optional[Mapping[str, int]] = None, *,
+    sample: Optional[Sample] = None, seed: int = 0,
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """One pruning round's cut on any arch: choose channels by ``cfg`` and build the smaller net.
+    """One pruning round's cut on any arch: rank channels by ``cfg.criterion``, choose, build the smaller net.
 
     Args:
-        model: the parent net.
+        model: the parent net (unchanged: a criterion that reads gradients puts them back).
         width: target fraction of ``base_channels`` per group (cumulative, like the course's ``width_mult``).
-        cfg: mode, floor, StudentNet's prunable blocks and rounding.
+        cfg: criterion, mode, floor, StudentNet's prunable blocks and rounding.
         base_channels: {group name: channels} of the original unpruned net (defaults to the model's own).
+        sample: training images and labels for a criterion that reads gradients (``data.train_sample``).
+        seed: the run's seed, for a criterion that draws random numbers.
 
     Returns:
         (pruned net, {group name: kept channel indices of the parent}).
     """
     graph = Graph(model, cfg.blocks)
-    scores = {n: g.importance() for n, g in graph.groups.items()}
+    scores = score_groups(model, {n: g.tp_group for n, g in graph.groups.items()}, cfg.criterion,
+                          sample=sample, seed=seed)
     base = dict(base_channels) if base_channels is not None else {n: g.channels for n, g in graph.groups.items()}
     missing = [n for n in scores if n not in base]
     if missing:
