@@ -11,16 +11,7 @@ FOLDERS = ("src", "stages", "scripts")
 MAX_FUNCTION, MAX_MODULE = 60, 450
 REASON = "Why one module"
 
-# Parts of issue #33 that concurrent changes own (the quantization formats and evaluate's split; the pruning
-# criteria and run_round): they bring these under the limits. The lead empties this list after merging them;
-# an entry that no longer breaks a rule fails the test, so the list can only shrink.
-ALLOWED = {
-    ("src/shrink/evaluate.py", None),  # None: the module's length
-    ("src/shrink/evaluate.py", "choose_shipped"),
-    ("src/shrink/evaluate.py", "run"),
-    ("src/shrink/quantize.py", None),
-    ("scripts/prune_sweep.py", "main"),
-}
+ALLOWED: set[tuple[str, str | None]] = set()  # (file, function or None for the module): none
 
 
 def python_files() -> list[Path]:

@@ -35,7 +35,7 @@ def saved(tmp_path_factory):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.3, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
-    ckpt = {"model": "student", "model_kwargs": {"widths": list(model.widths)}, "num_classes": 3,
+    ckpt = {"model": "studentnet", "model_kwargs": {"widths": list(model.widths)}, "num_classes": 3,
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "params": {},
             "data": {"classes": ["a", "b", "c"], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": SIZE}}
     calib = torch.randn(32, 3, SIZE, SIZE, generator=g)

@@ -88,8 +88,6 @@ def test_sync_batchnorm_gives_the_same_groups_and_l1_targets(arch):
     assert structure_of(sync) == structure_of(model)
     groups, sync_groups = Graph(model).groups, Graph(sync).groups
     assert {n: g.channels for n, g in sync_groups.items()} == {n: g.channels for n, g in groups.items()}
-    for name, g in groups.items():
-        assert torch.equal(sync_groups[name].importance(), g.importance()), name  # same op on the same gammas
     for criterion in list_criteria():  # every criterion reads a SyncBatchNorm as it reads a BatchNorm
         sample = (images(4), torch.arange(4) % len(CLASSES))
         scores, sync_scores = (score_groups(net, {n: g.tp_group for n, g in gs.items()}, criterion, sample=sample)

@@ -47,10 +47,11 @@ Every ONNX artifact carries its meta (the keys above plus ``kind``, compact JSON
 
 Which formats exist, and how each runs, is ``shrink.formats`` (the registry; its ``save_all`` is the quantize
 stage); timing lives in ``shrink.runtime`` (one loader and one timer for evaluate, the benchmark and predict).
-This module only writes and reads artifacts, so editing a benchmark never invalidates the quantize stage. It
-is over 450 lines on purpose: each writer sits beside the reader of the file layout the list above documents,
-so a format's bytes are described, written and read in one place. Why a weight-only int8 file beside static
-int8: docs/experiments/2026-11-25-quantized-formats.md.
+This module only writes and reads artifacts, so editing a benchmark never invalidates the quantize stage.
+Why a weight-only int8 file beside static int8: docs/experiments/2026-11-25-quantized-formats.md.
+
+Why one module of ~500 lines: each writer sits beside the reader of the file layout the list above documents,
+so a format's bytes are described, written and read in one place.
 """
 from __future__ import annotations
 
