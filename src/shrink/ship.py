@@ -210,7 +210,7 @@ def split_note(table: Table, cands: list[str], terms: Terms) -> str:
     if not n or terms.max_drop <= 0:
         return ""
     shares = sorted(sum(a != b for a, b in zip(table[c].correct, ref)) / n for c in cands if table[c].correct)
-    share = shares[len(shares) // 2] if shares else 0.0
+    share = shares[(len(shares) - 1) // 2] if shares else 0.0  # the (lower) median candidate's
     need = images_needed(share, terms.max_drop, terms.confidence)
     if n >= need:
         return ""
