@@ -314,7 +314,7 @@ class EvaluateParams:
     # smallest_fast: points of VALIDATION accuracy an artifact may lose against the reference
     max_drop: float = 0.5
     # the accuracy reference of the ship rule and of "vs reference" figures: control (the equal-budget control)
-    # | distill (the unpruned distilled student: the rule before issue 34)
+    # | distill (the unpruned distilled student, 8 epochs shorter)
     reference: Literal["control", "distill"] = CONTROL
     # smallest_fast: an artifact keeps the accuracy when the one-sided lower confidence bound of its paired
     # validation difference to the reference is >= -max_drop (0: the point estimate)
