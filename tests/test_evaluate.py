@@ -140,10 +140,10 @@ def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_
     ref = [True] * 900 + [False] * 100
     small_gain = paired([True] * 903 + [False] * 97, ref)  # +0.3 points: within noise
     big_gain = paired([True] * 1000, ref)  # +10 points: a gain
-    text = steps_markdown([("what KD bought", "distill", "student", small_gain)],
+    text = steps_markdown([("KD", "distill", "student", small_gain)],
                           {"control": big_gain, "distill": small_gain})
     assert "## What each step bought (test split, paired 95% intervals)" in text
-    assert f"- what KD bought (`distill` − `student`): {small_gain.text()}, within noise" in text
+    assert f"- KD (`distill` − `student`): {small_gain.text()}, within noise" in text
     assert small_gain.text().startswith("+0.30 pt [-") and small_gain.low < 0  # a positive difference, not a gain
     assert f"`control` {big_gain.text()} (gain), `distill` {small_gain.text()} (within noise)." in text
     ev = {"shipped": {"name": "prune_2.int8w", "bytes": 1, "val_acc": 0.9, "test_acc": 0.9,

@@ -98,13 +98,13 @@ def steps(m: Measured, params: Params, ship: Entry | None) -> list[tuple[str, st
     """What each step bought, on the test images: KD (distill - student), the control's fine-tuning (control -
     its parent), each round's cut (round - control: the same budget, without the cut), and quantizing (the
     shipped artifact - its fp32 network). Only the rows measured."""
-    control = params.prune.control.parent
-    pairs = [("what KD bought", UNPRUNED, "student"),
-             (f"what {params.prune.control.epochs} more epochs bought (the control)", CONTROL, control)]
-    pairs += [(f"what cutting to width {r.width:g} cost against the control", name, CONTROL)
+    c = params.prune.control
+    pairs = [("KD", UNPRUNED, "student"),
+             (f"{c.epochs} more epoch{'' if c.epochs == 1 else 's'} of fine-tuning (the control)", CONTROL, c.parent)]
+    pairs += [(f"the cut to width {r.width:g}, against the control", name, CONTROL)
               for name, r in params.prune.rounds.items()]
     if ship is not None and ship.source:
-        pairs.append(("what quantizing cost", ship.name, ship.source))
+        pairs.append(("quantizing the shipped artifact", ship.name, ship.source))
     return [(what, a, b, m.on_test(a, b)) for what, a, b in pairs if a in m.test_correct and b in m.test_correct]
 
 
