@@ -167,6 +167,10 @@ PARAMS_CASES = [
     (lambda p: p["teacher"].update(arch="efficientnet_lite0", small_input=True), "teacher.small_input",
      "input_size"),
     (setp("student_net.arch", "efficientnet_lite0"), "student_net.arch", "teacher only"),
+    (setp("evaluate.confidence", 1.0), "evaluate.confidence", "[0, 1)"),
+    (setp("evaluate.reference", "teacher"), "evaluate.reference", "one of control, distill"),
+    (setp("prune.control.parent", "prune_1"), "prune.control.parent", "unpruned model"),
+    (setp("distill.train.keep", "first"), "distill.train.keep", "one of best, last"),
 ]
 
 

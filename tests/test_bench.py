@@ -156,7 +156,7 @@ def test_tiny_overrides_and_the_late_change_on_the_real_params():
     assert project.bump_last_round(params) == "prune.rounds.prune_3.epochs 1 -> 2"
     assert rounds["prune_3"]["epochs"] == 2 and rounds["prune_2"]["epochs"] == 1
     if "quantize" in params:  # every model it quantizes must still exist
-        assert set(params["quantize"]["models"]) <= {"teacher", "student", "distill"}  # rounds: quantize-round
+        assert set(params["quantize"]["models"]) <= {"teacher", "student", "distill", "control"}  # rounds: their own
 
 
 def test_stages_ran():
@@ -235,7 +235,7 @@ def test_sections_1_and_2_report_what_evaluate_measured(tmp_path):
     test = Split(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g),
                  torch.randint(0, 3, (32,), generator=g))
     meta = {"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 8, "classes": ["a", "b", "c"]}
-    p = EvaluateParams(repeats=3, warmup=0, batch_sizes=[1, 64], max_drop=100)
+    p = EvaluateParams(repeats=3, warmup=0, batch_sizes=[1, 64], max_drop=100, reference="distill")  # no control
     m = compare(entries, test, meta, p, test, REFERENCE)
     name = decide(entries, m, ["prune_1"], p).name
     ev, lat = m.ev, m.lat

@@ -126,3 +126,27 @@ def test_predictions_csv_ids_are_course_indices_and_quoted():
     assert text.splitlines()[:3] == ["Id,Category", "0,3", "1,1"]
     rows = list(csv.reader(io.StringIO(text)))
     assert rows == [["Id", "Category"], ["0", "3"], ["1", "1"], ["a,b", "4"], ['say "hi"\nthere', "0"]]
+
+
+# ---------------------------------------------------------------- comparisons with their intervals
+
+
+def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_no_gain_within_noise():
+    """report.md's "what each step bought" and summary.json's ``vs``: every difference with its paired interval;
+    a gain only when the interval excludes zero (stats.Paired.verdict), whatever the sign of the difference."""
+    from shrink.report import headline, steps_markdown
+    from shrink.stats import paired
+
+    ref = [True] * 900 + [False] * 100
+    small_gain = paired([True] * 903 + [False] * 97, ref)  # +0.3 points: within noise
+    big_gain = paired([True] * 1000, ref)  # +10 points: a gain
+    text = steps_markdown([("KD", "distill", "student", small_gain)],
+                          {"control": big_gain, "distill": small_gain})
+    assert "## What each step bought (test split, paired 95% intervals)" in text
+    assert f"- KD (`distill` − `student`): {small_gain.text()}, within noise" in text
+    assert small_gain.text().startswith("+0.30 pt [-") and small_gain.low < 0  # a positive difference, not a gain
+    assert f"`control` {big_gain.text()} (gain), `distill` {small_gain.text()} (within noise)." in text
+    ev = {"shipped": {"name": "prune_2.int8w", "bytes": 1, "val_acc": 0.9, "test_acc": 0.9,
+                      "test_vs": {"control": small_gain.as_dict()}}}
+    assert headline(ev, 10)["shipped"]["vs"] == {"control": {"pt": 0.3, "low": small_gain.as_dict()["low_pt"],
+                                                             "high": small_gain.as_dict()["high_pt"]}}

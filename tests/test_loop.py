@@ -66,7 +66,9 @@ def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp
     sections = set(yaml.safe_load((proj / "params.yaml").read_text()))
     first_param = next(i for i, h in enumerate(header) if h.split(".")[0] in sections)
     metric_cols = header[header.index("parent") + 1:first_param]
-    assert 5 <= len(metric_cols) <= 40, metric_cols
+    # 41 with the default's stages and three rounds: 12 of them are summary.json's paired intervals (the shipped
+    # artifact against teacher, student, distill and control: point, low, high)
+    assert 5 <= len(metric_cols) <= 45, metric_cols
     assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
 
     # the trade-off as DVC plots: `dvc plots diff` of the baseline and the experiment draws a curve for each

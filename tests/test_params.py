@@ -24,7 +24,7 @@ def test_the_repo_params_load_into_one_typed_object():
     assert isinstance(p, Params) and dataclasses.is_dataclass(p.prune.finetune.train)
     assert list(p.prune.rounds) == list(raw["prune"]["rounds"])
     assert p.prune.rounds["prune_2"].width == raw["prune"]["rounds"]["prune_2"]["width"]
-    assert p.fp32_models == ["teacher", "student", "distill", *raw["prune"]["rounds"]]
+    assert p.fp32_models == ["teacher", "student", "distill", "control", *raw["prune"]["rounds"]]
     assert tuple(p.prune.blocks) == PRUNABLE_BLOCKS  # config's default blocks are the registry's
     assert p.prune.criterion == PruneParams().criterion == "bn_scale"  # the course's, in params.yaml and the default
 
@@ -39,6 +39,23 @@ def test_the_defaults_are_the_repo_params():
     rounds = dataclasses.replace(default.prune, rounds=shipped.prune.rounds)
     assert dataclasses.replace(default, prune=rounds) == shipped
     assert TrainParams() == shipped.student.train  # the class's own defaults: the student's section
+
+
+def test_the_control_trains_as_long_as_a_round():
+    """The control is the equal-budget alternative: params.yaml (and the tiny projects) give it every round's
+    epochs, so a round and the control differ by the cut alone; and it fine-tunes an unpruned model."""
+    from shrink.bench.project import tiny_overrides
+
+    for raw in (yaml.safe_load((ROOT / "params.yaml").read_text()),
+                tiny_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()))):
+        p = validate(raw)
+        assert {r.epochs for r in p.prune.rounds.values()} == {p.prune.control.epochs}
+        assert p.prune.control.parent == "distill" and "control" in p.quantize.models
+    assert p.evaluate.reference == "control" and p.fp32_models.index("control") == 3
+    with pytest.raises(ParamsError, match=r"prune\.control\.parent: must be an unpruned model"):
+        validate({"prune": {"control": {"parent": "prune_1"}}})
+    with pytest.raises(ParamsError, match=r"prune\.rounds\.control: the control's name"):
+        validate({"prune": {"rounds": {"control": {"parent": "distill", "width": 0.5}}}})
 
 
 def test_a_key_left_out_takes_its_sections_default():

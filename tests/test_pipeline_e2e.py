@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
 ROUNDS = ("prune_1", "prune_2", "prune_3")
+SOURCES = ("control", "distill", *ROUNDS)  # whose artifacts may ship (evaluate.ship_sources: the reference first)
 KINDS = tuple(list_formats())
 MIN_ACC = 0.75  # 3x chance: a model at chance (0.25) or one that lost half its skill fails
 AGREE = 0.9  # top-1 agreement of an artifact with its fp32 parent on the 48 test images (at most 4 may differ)
@@ -204,16 +205,22 @@ def test_a_corrupted_weight_or_scale_fails_the_check(tiny_run, tmp_path, artifac
 
 def test_quantize_and_evaluate_outputs(tiny_run):
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
-    fp32 = ["teacher", "student", "distill", *ROUNDS]
+    fp32 = ["teacher", "student", "distill", "control", *ROUNDS]
     names = fp32 + [f"{m}.ort" for m in fp32]
-    names += [f"{m}.{k}" for m in ("distill", *ROUNDS) for k in KINDS]  # every round is quantized
+    names += [f"{m}.{k}" for m in ("distill", "control", *ROUNDS) for k in KINDS]  # every round is quantized
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
-    assert shipped["parent"] in ("distill", *ROUNDS) and shipped["kind"] in KINDS and shipped["rule"] == "auto"
+    assert shipped["parent"] in SOURCES and shipped["kind"] in KINDS and shipped["rule"] == "auto"
     assert shipped["artifact"] == f"models/quantized/{shipped['parent']}.{get_format(shipped['kind']).suffix}"
     assert shipped["bytes"] == (tiny_run / shipped["artifact"]).stat().st_size == ev[shipped["name"]]["bytes"]
     assert shipped["test_acc"] == ev[shipped["name"]]["test_acc"] >= MIN_ACC
-    assert shipped["val_acc"] == ev[shipped["name"]]["val_acc"] >= ev["distill"]["val_acc"] - 0.005
+    assert shipped["val_acc"] == ev[shipped["name"]]["val_acc"] and shipped["reference"] == "control"
+    # the control: distill fine-tuned as a round is, not cut (its parameters and MACs are distill's)
+    control = json.loads((tiny_run / "models/control.run.json").read_text())
+    assert ev["control"]["params"] == ev["distill"]["params"] and control["width"] == 1.0
+    assert control["macs"] == json.loads((tiny_run / "models/distill.run.json").read_text())["macs"]
+    assert control["epochs"] == json.loads((tiny_run / "models/prune_1.run.json").read_text())["epochs"]
+    assert ev["control"]["test_acc"] >= MIN_ACC
     assert ev["prune_3.int8w"]["bytes"] <= 1.1 * ev["prune_3.uint8"]["bytes"]
     assert ev["teacher"]["size_ratio_vs_teacher"] == 1.0
     assert ev["distill.uint8"]["bytes"] <= 300_000 < ev["distill"]["bytes"]
@@ -232,12 +239,21 @@ def test_quantize_and_evaluate_outputs(tiny_run):
         row = ev[f"{r['model']}.{shipped['kind']}"]
         assert (int(r["bytes"]), float(r["test_acc"]), float(r["val_acc"])) == (row["bytes"], row["test_acc"], row["val_acc"])
     assert "charts/tradeoff.png" in report
+    # every comparison with its interval: what each step bought, and the shipped artifact against each model
+    assert "## What each step bought (test split, paired 95% intervals)" in report
+    for a, b in (("distill", "student"), ("control", "distill"), *((r, "control") for r in ROUNDS)):
+        assert f"(`{a}` − `{b}`): " in report, (a, b)
+    for m in ("teacher", "student", "distill", "control"):
+        d = shipped["test_vs"][m]
+        assert d["n"] == 48 and d["low_pt"] <= d["diff_pt"] <= d["high_pt"] and d["confidence"] == 0.95
+        assert d["verdict"] == ("gain" if d["low_pt"] > 0 else "loss" if d["high_pt"] < 0 else "within noise")
+        assert d["diff_pt"] == pytest.approx(100 * (shipped["test_acc"] - ev[m]["test_acc"]), abs=1e-3)
 
 
 def test_metrics_schemas(tiny_run):
     """Keys and types of metrics/quantize/*.json, evaluate.json and latency.json (what readers and `dvc metrics
     diff` rely on)."""
-    for model in ("distill", *ROUNDS):
+    for model in SOURCES:
         q = json.loads((tiny_run / f"metrics/quantize/{model}.json").read_text())
         assert set(q) == {"source", *(f"{k}_bytes" for k in KINDS)}, q
         assert q["source"] == f"models/{model}.pt"
@@ -255,7 +271,8 @@ def test_metrics_schemas(tiny_run):
         assert all(isinstance(row[k], t) and (t is not int or type(row[k]) is int) for k, t in expected.items()), (name, row)
         assert 0 < row["test_acc"] <= 1 and row["bytes"] > 0 and row["params"] > 0
     assert set(ev["shipped"]) == {"name", "artifact", "kind", "runtime", "bytes", "val_acc", "test_acc", "parent",
-                                  "acc_vs_parent", "reference", "test_acc_vs_reference", "rule"}
+                                  "acc_vs_parent", "reference", "test_acc_vs_reference", "test_vs", "rule"} | (
+                                  {"note"} if "note" in ev["shipped"] else set())
     lat = json.loads((tiny_run / "metrics/latency.json").read_text())
     assert list(lat) == [n for n in ev if n != "shipped"] + ["_setup", "shipped"]
     for name, row in lat.items():
@@ -267,14 +284,15 @@ def test_metrics_schemas(tiny_run):
         assert all(isinstance(v, float) and v > 0 for k, v in row.items() if k != "runtime"), (name, row)
     assert {"threads", "repeats", "warmup", "image_size", "latency_machine"} <= set(lat["_setup"])
     assert {"name", "latency_rule_applied", "latency_verdicts", "min_b1_ms", "min_b64_ms"} <= set(lat["shipped"])
-    assert set(lat["shipped"]["latency_verdicts"]) == {f"{m}.{k}" for m in ("distill", *ROUNDS) for k in KINDS}
+    assert set(lat["shipped"]["latency_verdicts"]) == {f"{m}.{k}" for m in SOURCES for k in KINDS}
     # the evaluate stage's only metrics file: deterministic figures, taken from the rows above
     summary = json.loads((tiny_run / "metrics/summary.json").read_text())
     shipped = ev["shipped"]
     assert summary == {"shipped": {
         "name": shipped["name"], "bytes": shipped["bytes"], "val_acc": shipped["val_acc"], "test_acc": shipped["test_acc"],
-        "test_acc_vs_distill": round(shipped["test_acc"] - ev["distill"]["test_acc"], 6),
-        "macs": json.loads((tiny_run / f"models/{shipped['parent']}.run.json").read_text())["macs"]}}
+        "macs": json.loads((tiny_run / f"models/{shipped['parent']}.run.json").read_text())["macs"],
+        "vs": {m: {"pt": d["diff_pt"], "low": d["low_pt"], "high": d["high_pt"]} for m, d in shipped["test_vs"].items()}}}
+    assert list(summary["shipped"]["vs"]) == ["teacher", "student", "distill", "control"]
 
 
 def test_no_choice_reads_a_test_label(tiny_run):
@@ -282,7 +300,7 @@ def test_no_choice_reads_a_test_label(tiny_run):
     split changes and the choice and every verdict stay the same (same timings)."""
     from shrink.config import load_params
     from shrink.data import load_meta, load_split
-    from shrink.evaluate import ship_terms
+    from shrink.evaluate import ship_sources, ship_terms
     from shrink.measure import collect, compare, ship_table
     from shrink.ship import choose
 
@@ -298,7 +316,8 @@ def test_no_choice_reads_a_test_label(tiny_run):
         m = compare(entries, test, meta, p, val, "distill.ort")
         # the same timings: only the test split differs
         shuffled_m = dataclasses.replace(compare(entries, shuffled, meta, p, val, "distill.ort"), lat=m.lat)
-    sources = ["distill", *ROUNDS]
+    sources = ship_sources(params)
+    assert sources == list(SOURCES)
     assert shuffled_m.ev["distill"]["test_acc"] < m.ev["distill"]["test_acc"] - 0.3  # the test figures did move
     tables = [ship_table(entries, x, p.batch_sizes) for x in (m, shuffled_m)]
     assert tables[0] == tables[1]  # what the rule reads: validation figures, each image's correctness, timings

@@ -8,6 +8,7 @@ teacher must end with equal state_dict tensors, equal metrics (wall time aside) 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -24,11 +25,11 @@ import yaml
 from conftest import copy_project, dvc, git, make_project
 from shrink.checkpoint import load_checkpoint
 from shrink.config import TrainParams
-from shrink.data import Split
+from shrink.data import Split, normalizer
 from shrink.distributed import SINGLE
-from shrink.models import build_model, student_widths
+from shrink.models import build_model, output_layer_name, student_widths
 from shrink.resume import RESUME_DIR, Resume
-from shrink.train import fit, seed_everything
+from shrink.train import fit, loss_and_accuracy, seed_everything
 
 EPOCHS = 3
 STATE = RESUME_DIR / "teacher" / "state.pt"
@@ -309,3 +310,31 @@ def test_state_of_another_key_is_discarded(tmp_path, capsys):
     assert Resume("t", tmp_path / "t" / "state.pt", "new").load(SINGLE) is None
     assert capsys.readouterr().err.count("t: discarded the resume state of epoch 3") == 1
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_the_epoch_whose_weights_the_stage_keeps(keep):
+    """TrainParams.keep: ``best`` keeps the best epoch on validation; ``last`` the last one, whatever validation
+    says (no epoch is selected on it). Epoch 2 is spoiled: its steps push the output bias of class 3, which no
+    validation image has, to 1e4, so it scores exactly 0 and is never the best; training is the same either way."""
+    seed_everything(0)
+    model = build_model("studentnet", 4, widths=student_widths(16, 1.0))
+    steps = [0]
+
+    def spoil_epoch_2(m):
+        steps[0] += 1
+        if steps[0] > 4:  # 4 steps per epoch
+            with torch.no_grad():
+                dict(m.named_modules())[output_layer_name(m)].bias[3] = 1e4
+
+    val = learnable(32, 1)
+    val = Split(val.images, val.labels % 3)  # no class 3
+    result = fit(model, learnable(64, 0), val, META, dataclasses.replace(CFG, epochs=2, keep=keep), seed=0,
+                 after_backward=spoil_epoch_2, ctx=SINGLE)
+    accs = [row["val/acc"] for row in result.history]
+    kept = loss_and_accuracy(result.model, val, normalizer(META))[1]
+    assert len(accs) == 2 and accs[1] == 0.0, accs
+    if keep == "best":
+        assert result.best_epoch == 1 and kept == result.best_val_acc == accs[0]
+    else:
+        assert result.best_epoch == 2 and kept == result.best_val_acc == 0.0

@@ -4,6 +4,8 @@ files). The rows are written as the evaluate stage writes evaluate.json and late
 to ``ship.choose`` as the stage hands them (``choose_shipped``)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shrink.config import EvaluateParams, ParamsError, validate
@@ -23,6 +25,12 @@ def table(ev: dict, lat: dict) -> dict[str, Row]:
                         min_ms={b: t[f"min_b{b}_ms"] for b in (1, 64) if t},
                         median_ms={b: t[f"latency_b{b}_ms"] for b in (1, 64) if t})
     return out
+
+
+def old_rule(**kw) -> EvaluateParams:
+    """``evaluate`` params of the rule before issue 34, which the tests below pin branch by branch: ``distill`` is
+    the reference and *accurate* is a point estimate (``confidence`` 0). The bound's own tests follow them."""
+    return EvaluateParams(**{"reference": "distill", "confidence": 0.0, **kw})
 
 
 def choose_shipped(ev: dict, lat: dict, sources: list[str], p: EvaluateParams) -> tuple[str, str, dict]:
@@ -60,7 +68,7 @@ MINS = {"net": (1.0, 9.0), "net.ort": (0.10, 1.30), "net.int8w": (0.104, 1.35),
 
 def test_ship_rule_smallest_of_the_accurate_and_fast():
     ev, lat = _rows(SIZES, ACCS, MINS)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.int8w"  # uint8 is smaller but runs ~7x slower (eager)
     assert rule.startswith("the smallest artifact") and "0.5 points of distill's (0.9000)" in rule
     assert verdicts["prune_5.uint8"]["accurate"] and not verdicts["prune_5.uint8"]["fast"]
@@ -68,37 +76,37 @@ def test_ship_rule_smallest_of_the_accurate_and_fast():
     assert verdicts["prune_5.int8w"]["b64_vs_distill.ort"] == pytest.approx(1.35 / 2.6, abs=1e-3)
     # int8w too inaccurate: nothing both accurate and fast -> the fastest accurate one
     ev, lat = _rows(SIZES, {**ACCS, "int8w": 0.88}, MINS)
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.int8" and "fallback" in rule
     # if uint8 were fast, it would ship: the smallest file wins among the candidates
     ev, lat = _rows(SIZES, ACCS, {**MINS, "net.uint8": (0.1, 1.3)})
-    assert choose_shipped(ev, lat, ["prune_5"], EvaluateParams())[0] == "prune_5.uint8"
+    assert choose_shipped(ev, lat, ["prune_5"], old_rule())[0] == "prune_5.uint8"
     # a busy machine: distill.ort's samples spread by 50 %, so int8w at 1.3x its min is not told apart
     ev, lat = _rows(SIZES, ACCS, {**MINS, "net.int8w": (0.26, 3.38)})
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert not verdicts["prune_5.int8w"]["fast"] and "fallback" in rule
     lat["distill.ort"].update(latency_b1_ms=0.3, latency_b64_ms=3.9)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.int8w" and rule.startswith("the smallest")
     # slower than its own network in ORT fp32 (15 % at batch 64) but faster than distill.ort: fast, it ships
     ev, lat = _rows(SIZES, ACCS, {**MINS, "net.int8w": (0.08, 1.5)})
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert verdicts["prune_5.int8w"]["b64_vs_fastest"] == pytest.approx(1.5 / 1.3, abs=1e-3)
     assert name == "prune_5.int8w" and rule.endswith("of `distill.ort`'s")
     # without distill.ort (not measured) the bar is the fastest runtime of its own network
     del lat["distill.ort"]
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert not verdicts["prune_5.int8w"]["fast"] and "b64_vs_distill.ort" not in verdicts["prune_5.int8w"]
     ev, lat = _rows(SIZES, ACCS, MINS)
     del lat["distill.ort"]
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.int8w" and rule.endswith("of the fastest runtime of its network")
     # none accurate: the most accurate (on validation)
     ev, lat = _rows(SIZES, {k: 0.5 for k in ACCS} | {"int8": 0.6}, MINS)
-    assert choose_shipped(ev, lat, ["prune_5"], EvaluateParams())[0] == "prune_5.int8"
+    assert choose_shipped(ev, lat, ["prune_5"], old_rule())[0] == "prune_5.int8"
     # a kind asked for: the smallest accurate one of that kind, however slow (timings decide nothing)
     ev, lat = _rows(SIZES, ACCS, MINS)
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(ship="uint8"))
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule(ship="uint8"))
     assert name == "prune_5.uint8" and rule.startswith("the smallest uint8 artifact (evaluate.ship)")
 
 
@@ -114,7 +122,7 @@ def test_ship_rule_across_rounds_reads_validation_and_the_reference_speed():
     tiny = {k: v // 8 for k, v in SIZES.items()}
     ev, lat = _rows(tiny, {k: v - 0.004 for k, v in ACCS.items()}, quick, model="prune_2", ev=ev, lat=lat)
     sources = ["distill", "prune_1", "prune_2"]
-    p = EvaluateParams()
+    p = old_rule()
     assert choose_shipped(ev, lat, sources, p)[0] == "prune_2.int8w"  # val 0.895: just within 0.5 points
     # its validation accuracy drops below the bar: the next smallest that passes, whatever the test split says
     ev["prune_2.int8w"]["val_acc"] = 0.8949
@@ -138,30 +146,30 @@ def test_ship_rule_forced_kind_must_exist_and_some_artifact_must():
     ev, lat = _rows(SIZES, ACCS, MINS)
     del ev["prune_5.int8"], lat["prune_5.int8"]  # no such file was measured
     with pytest.raises(ValueError, match=r"^no int8 artifact of prune_5 to ship"):
-        choose_shipped(ev, lat, ["prune_5"], EvaluateParams(ship="int8"))
+        choose_shipped(ev, lat, ["prune_5"], old_rule(ship="int8"))
     ev["prune_5.fp16"]["val_acc"] = 0.5
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(ship="fp16"))
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule(ship="fp16"))
     assert name == "prune_5.fp16" and rule.startswith("fallback: no fp16 artifact (evaluate.ship) within 0.5")
     with pytest.raises(ValueError, match=r"^no quantized artifact of distill to ship"):
-        choose_shipped(ev, lat, ["distill"], EvaluateParams())
+        choose_shipped(ev, lat, ["distill"], old_rule())
 
 
 @pytest.mark.parametrize("acc,accurate", [(0.895, True), (0.8949, False)])
 def test_ship_rule_max_drop_boundary(acc, accurate):
     """0.5 validation points below distill's (0.90) is still accurate; a hair below is not."""
     ev, lat = _rows(SIZES, {**ACCS, "int8w": acc}, MINS)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(max_drop=0.5))
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule(max_drop=0.5))
     assert verdicts["prune_5.int8w"]["accurate"] is accurate
     assert (name == "prune_5.int8w") is accurate and rule.startswith("the smallest") is accurate
     if not accurate:  # uint8 is accurate but slow, int8 too: the fastest accurate one at batch 64
         assert name == "prune_5.int8" and rule.startswith("fallback: no artifact both accurate and fast")
-    wide = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(max_drop=0.6))  # a looser budget takes it back
+    wide = choose_shipped(ev, lat, ["prune_5"], old_rule(max_drop=0.6))  # a looser budget takes it back
     assert wide[0] == "prune_5.int8w"
 
 
 def test_ship_rule_nothing_accurate_ships_the_most_accurate_and_ties_go_by_size():
     ev, lat = _rows(SIZES, {"int8w": 0.5, "int8": 0.6, "uint8": 0.6, "fp16": 0.55}, MINS)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.uint8"  # int8 and uint8 tie at 0.6 on validation: the smaller file
     assert rule == "fallback: no artifact within 0.5 validation points of distill; the most accurate one"
     assert not any(v["accurate"] for v in verdicts.values())
@@ -171,14 +179,14 @@ def test_ship_rule_ties_in_size_and_in_speed_go_by_kind_order():
     same = {k: 200_000 for k in SIZES}
     fast = {**MINS, **{f"net.{k}": (0.104, 1.35) for k in SIZES}}
     ev, lat = _rows(same, ACCS, fast)
-    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert all(v["accurate"] and v["fast"] for v in verdicts.values())
     assert name == "prune_5.int8w" and rule.startswith("the smallest")
     ev, lat = _rows(same, {**ACCS, "int8w": 0.5}, fast)  # without int8w: the next kind in the order
-    assert choose_shipped(ev, lat, ["prune_5"], EvaluateParams())[0] == "prune_5.int8"
+    assert choose_shipped(ev, lat, ["prune_5"], old_rule())[0] == "prune_5.int8"
     slow = {**MINS, **{f"net.{k}": (1.0, 9.0) for k in SIZES}}  # none fast: fastest accurate, tie by order
     ev, lat = _rows(SIZES, ACCS, slow)
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams())
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule())
     assert name == "prune_5.int8w" and "fallback" in rule
 
 
@@ -186,7 +194,7 @@ def test_ship_rule_ties_in_size_and_in_speed_go_by_kind_order():
 
 
 def test_most_accurate_within_the_byte_budget_ties_to_the_smaller_file():
-    p = EvaluateParams(objective="most_accurate", max_bytes=200_000)
+    p = old_rule(objective="most_accurate", max_bytes=200_000)
     ev, lat = _rows(SIZES, ACCS, MINS)  # within 200,000 B: int8w (185,000 B, 0.899) and uint8 (180,000 B, 0.898)
     name, rule, verdicts = choose_shipped(ev, lat, ["prune_5"], p)
     assert name == "prune_5.int8w"  # slow or fast, timings decide nothing here
@@ -199,10 +207,10 @@ def test_most_accurate_within_the_byte_budget_ties_to_the_smaller_file():
     assert choose_shipped(ev, lat, ["prune_5"], p)[0] == "prune_5.int8w"
     # no file within the budget: the smallest, and the rule says so
     ev, lat = _rows(SIZES, ACCS, MINS)
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(objective="most_accurate", max_bytes=1000))
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule(objective="most_accurate", max_bytes=1000))
     assert name == "prune_5.uint8" and rule.startswith("fallback: no artifact of at most 1,000 bytes")
     # evaluate.ship: that format's artifacts only
-    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], EvaluateParams(objective="most_accurate", ship="fp16",
+    name, rule, _ = choose_shipped(ev, lat, ["prune_5"], old_rule(objective="most_accurate", ship="fp16",
                                                                          max_bytes=10**6))
     assert name == "prune_5.fp16" and "fp16 artifact (evaluate.ship)" in rule
 
@@ -227,13 +235,13 @@ def test_every_objective_chooses_one_candidate_purely(objective):
     rows = table(ev, lat)
     snapshot = dict(rows)
     for ship in ("auto", "uint8", "int8w"):
-        p = EvaluateParams(objective=objective, ship=ship)
+        p = old_rule(objective=objective, ship=ship)
         first = choose(rows, sources, ship_terms(p), objective)
         assert rows == snapshot and choose(rows, sources, ship_terms(p), objective) == first
         cands = {n for n, r in rows.items() if r.model in sources and r.format != "fp32" and ship in ("auto", r.format)}
         assert first.name in cands and set(first.verdicts) == cands and first.rule
     with pytest.raises(ValueError, match="^no int8 artifact of prune_9 to ship"):
-        choose(rows, ["prune_9"], ship_terms(EvaluateParams(objective=objective, ship="int8")), objective)
+        choose(rows, ["prune_9"], ship_terms(old_rule(objective=objective, ship="int8")), objective)
     assert validate({"evaluate": {"objective": objective}}).evaluate.objective == objective
 
 
@@ -244,3 +252,71 @@ def test_objective_registry_refuses_a_second_entry_and_names_the_known_ones():
         get_objective("cheapest")
     with pytest.raises(ParamsError, match="evaluate.objective: must be one of smallest_fast, most_accurate"):
         validate({"evaluate": {"objective": "cheapest"}})
+
+
+# ---------------------------------------------------------------- the bound (evaluate.confidence) and the control
+
+
+def _correct(n: int, right: int, n_ab: int = 0, n_ba: int = 0) -> tuple[bool, ...]:
+    """Per-image correctness: the reference's (its first ``right`` of ``n`` images right), changed on ``n_ab``
+    images the reference gets wrong (now right) and ``n_ba`` it gets right (now wrong)."""
+    out = [i < right for i in range(n)]
+    for i in range(n_ab):
+        out[right + i] = True
+    for i in range(n_ba):
+        out[i] = False
+    return tuple(out)
+
+
+def bound_table(n: int = 6000, noisy: tuple[int, int] = (300, 318), steady: tuple[int, int] = (3, 21)) -> dict:
+    """The control (val 0.90 on ``n`` images) and two artifacts of prune_5, both 0.3 points below it: int8w (the
+    smaller) differs from it on ~10 % of the images, int8 on 0.4 %. Every runtime is as fast as distill.ort."""
+    ref = _correct(n, int(0.9 * n))
+    fast = {"min_ms": {1: 0.1, 64: 1.0}, "median_ms": {1: 0.1, 64: 1.0}}
+    rows = {"control": Row("control", "control", "fp32", 1_000_000, sum(ref) / n, ref, **fast),
+            "distill.ort": Row("distill.ort", "distill", "fp32", 1_000_000, 0.0, (), **fast)}
+    for fmt, size, (n_ab, n_ba) in (("int8w", 100_000, noisy), ("int8", 120_000, steady)):
+        c = _correct(n, int(0.9 * n), n_ab, n_ba)
+        rows[f"prune_5.{fmt}"] = Row(f"prune_5.{fmt}", "prune_5", fmt, size, sum(c) / n, c, **fast)
+    return rows
+
+
+def test_ship_rule_keeps_the_accuracy_when_the_lower_bound_of_the_paired_difference_does():
+    """The default rule: an artifact is accurate when the one-sided 95 % lower bound of (artifact - control) on
+    validation is >= -max_drop. Two artifacts 0.3 points below: the one that disagrees with the control on 10 %
+    of the images has a bound near -1 point, so the larger, steadier one ships. Ignore the bound (confidence 0,
+    the point estimate) and the smaller one ships: this test fails then."""
+    from shrink.stats import lower_bound
+
+    rows, terms = bound_table(), ship_terms(EvaluateParams())
+    assert terms.reference == "control" and terms.confidence == 0.95 and terms.speed_reference == "distill.ort"
+    c = choose(rows, ["prune_5"], terms)
+    v = c.verdicts
+    assert v["prune_5.int8w"]["lower_bound_pt"] == pytest.approx(
+        lower_bound(rows["prune_5.int8w"].correct, rows["control"].correct, 0.95), abs=1e-4)
+    assert v["prune_5.int8w"]["lower_bound_pt"] < -0.5 < v["prune_5.int8"]["lower_bound_pt"] < -0.3
+    assert not v["prune_5.int8w"]["accurate"] and v["prune_5.int8"]["accurate"]
+    assert c.name == "prune_5.int8" and "below control's (0.9000) at 95% confidence" in c.rule and c.note == ""
+    point = choose(rows, ["prune_5"], dataclasses.replace(terms, confidence=0.0))
+    assert point.name == "prune_5.int8w" and point.verdicts["prune_5.int8w"]["vs_reference_pt"] == -0.3
+    # neither accurate at a stricter tolerance: the most accurate ships, and the rule names the confidence
+    strict = choose(rows, ["prune_5"], dataclasses.replace(terms, max_drop=0.1))
+    assert strict.rule == "fallback: no artifact within 0.1 validation points of control at 95% confidence; " \
+                          "the most accurate one"
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.0])
+def test_a_decision_split_too_small_for_the_tolerance_is_said_with_the_images_it_would_take(confidence):
+    """30 validation images: one image is 3.3 points, more than max_drop's 0.5; the choice says so in one line,
+    with the images it would take (stats.images_needed); 6,000 steady images need no note."""
+    from shrink.stats import images_needed
+
+    terms = dataclasses.replace(ship_terms(EvaluateParams()), confidence=confidence)
+    small = choose(bound_table(30, noisy=(1, 1), steady=(0, 0)), ["prune_5"], terms)
+    need = images_needed(0.0, 0.5, confidence)  # the (lower) median candidate's share of discordant images: none
+    assert need == 200 and "\n" not in small.note  # one image must weigh less than the tolerance
+    assert small.note.startswith("the decision split (validation, 30 images; one image is 3.3 points) is too small "
+                                 "for evaluate.max_drop = 0.5 points") and f"about {need:,} images" in small.note
+    assert ("at 95% confidence" if confidence else "as a point estimate") in small.note
+    steady = bound_table(noisy=(3, 21))
+    assert choose(steady, ["prune_5"], terms).note == ""

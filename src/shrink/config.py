@@ -95,6 +95,9 @@ class TrainParams:
     # global batch. auto: auto_nproc (2 on a Linux CPU with 2+ cores, else 1), see processes()
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (SHRINK_DEVICE overrides)
     channels_last: bool = True  # NHWC memory format: measured 1.57x for StudentNet on 2 CPU cores
+    # which epoch's weights the stage keeps: best (the best on validation) | last (the last epoch's: no epoch is
+    # selected on validation, so the ship decision reads images nothing was selected on)
+    keep: Literal["best", "last"] = "best"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0 (0 keeps the model as initialised)")
@@ -209,6 +212,25 @@ class FinetuneParams(KDParams, _FinetuneSwitch):
 
 
 @dataclass(frozen=True)
+class ControlParams:
+    """The equal-budget control (the ``control`` stage): ``parent`` fine-tuned with a round's recipe
+    (``prune.finetune``) for ``epochs`` epochs, and not cut. The reference of the ship rule by default.
+
+    Args:
+        parent: the unpruned model it fine-tunes (``distill`` or ``student``).
+        epochs: fine-tuning epochs: the rounds' own, so that a round and the control differ by the cut alone.
+    """
+
+    parent: str = "distill"
+    epochs: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.parent in ("distill", "student"), "parent", self.parent,
+                 "must be an unpruned model: distill or student")
+        _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
+
+
+@dataclass(frozen=True)
 class RoundParams:
     """One pruning round: cut the parent, then fine-tune.
 
@@ -229,6 +251,7 @@ class RoundParams:
 
 
 PRUNE_MODES = ("layer", "global")
+CONTROL = "control"  # the control's model name: models/control.pt, the stage `control`
 
 
 @dataclass(frozen=True)
@@ -243,7 +266,8 @@ class PruneParams:
         min_channels: floor of channels per pruned layer, so no layer disappears.
         blocks: StudentNet's prunable width indices (the course's 3..6); other archs prune every group.
         round_to: every pruned width is a multiple of this (see ``prune.round_width``); 1 = no rounding.
-        finetune: fine-tuning after each cut.
+        finetune: fine-tuning after each cut (and the control's, without one).
+        control: the equal-budget control (the ``control`` stage).
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
     """
 
@@ -253,6 +277,7 @@ class PruneParams:
     blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
     round_to: int = 8
     finetune: FinetuneParams = field(default_factory=lambda: FinetuneParams(temperature=4.0, alpha=0.9))
+    control: ControlParams = field(default_factory=ControlParams)
     # none by default: DVC makes the prune stages from params.yaml's rounds itself (foreach), so a round
     # named here alone would be one no stage runs
     rounds: dict[str, RoundParams] = field(default_factory=dict)
@@ -263,14 +288,15 @@ class PruneParams:
         _require(blocks_ok(self.blocks), "blocks", self.blocks, "must be distinct width indices in 1..6")
 
     def only(self, name: str) -> "PruneParams":
-        """This section with round ``name`` alone: what one round's stage reads and records."""
-        return dataclasses.replace(self, rounds={name: self.rounds[name]})
+        """This section with round ``name`` alone (no round for ``CONTROL``): what one round's stage reads and
+        records."""
+        return dataclasses.replace(self, rounds={} if name == CONTROL else {name: self.rounds[name]})
 
 
 @dataclass(frozen=True)
 class QuantizeParams:
     # fp32 models to quantize besides the prune rounds (every round is quantized by its own quantize-round stage)
-    models: list[str] = field(default_factory=lambda: ["distill"])
+    models: list[str] = field(default_factory=lambda: ["distill", CONTROL])
     calibration_images: int = 512  # training images that calibrate int8 activation ranges
 
     def __post_init__(self) -> None:
@@ -285,8 +311,14 @@ class EvaluateParams:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
     ship: str = "auto"  # auto | a quantization format's name (shrink.formats): ship only that format's artifacts
     objective: str = "smallest_fast"  # how the artifact that ships is chosen: a name in shrink.ship's registry
-    # smallest_fast: points of VALIDATION accuracy an artifact may lose against the unpruned distilled student
+    # smallest_fast: points of VALIDATION accuracy an artifact may lose against the reference
     max_drop: float = 0.5
+    # the accuracy reference of the ship rule and of "vs reference" figures: control (the equal-budget control)
+    # | distill (the unpruned distilled student, 8 epochs shorter)
+    reference: Literal["control", "distill"] = CONTROL
+    # smallest_fast: an artifact keeps the accuracy when the one-sided lower confidence bound of its paired
+    # validation difference to the reference is >= -max_drop (0: the point estimate)
+    confidence: float = 0.95
     max_bytes: int = 300_000  # most_accurate: the largest file that may ship (the course's limit)
 
     def __post_init__(self) -> None:
@@ -297,6 +329,8 @@ class EvaluateParams:
                  "must be a non-empty list of sizes >= 1")
         _require(0 <= self.max_drop <= 100, "max_drop", self.max_drop, "must be between 0 and 100 (points)")
         _require(self.max_bytes >= 1, "max_bytes", self.max_bytes, "must be >= 1 (bytes)")
+        _require(0 <= self.confidence < 1, "confidence", self.confidence,
+                 "must be in [0, 1) (0: the point estimate; e.g. 0.95)")
         ships = ["auto", *_registry("formats").list_formats()]
         _require(self.ship in ships, "ship", self.ship, f"must be one of {', '.join(ships)}")
         objectives = _registry("ship").list_objectives()
@@ -333,11 +367,13 @@ class Params:
         if self.prune.criterion not in criteria:
             raise FieldError("prune.criterion", f"must be one of {', '.join(criteria)}, got {self.prune.criterion!r}")
         rounds = self.prune.rounds
+        if CONTROL in rounds:
+            raise FieldError(f"prune.rounds.{CONTROL}", "the control's name (models/control.pt): rename the round")
         for name, r in rounds.items():
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
                 raise FieldError(f"prune.rounds.{name}.parent", f"{r.parent!r} is not a model to prune "
                                  f"(use student, distill or another round's name)")
-        known = {"teacher", "student", "distill"}
+        known = {"teacher", "student", "distill", CONTROL}
         for i, m in enumerate(self.quantize.models):
             if m in rounds:
                 raise FieldError(f"quantize.models[{i}]", f"{m!r} is a prune round: every round is quantized by "
@@ -348,7 +384,7 @@ class Params:
     @property
     def fp32_models(self) -> list[str]:
         """Every fp32 checkpoint the pipeline makes, in pipeline order."""
-        return ["teacher", "student", "distill", *self.prune.rounds]
+        return ["teacher", "student", "distill", CONTROL, *self.prune.rounds]
 
     @property
     def quantized_models(self) -> list[str]:

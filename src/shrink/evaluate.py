@@ -5,19 +5,21 @@
 1. ``shrink.measure``: every fp32 checkpoint in PyTorch eager and in ORT fp32 (``<model>.ort``), and every
    quantized artifact, with its validation and test accuracy, bytes and CPU latency;
 2. ``shrink.ship``: what ships, by ``evaluate.objective`` (``smallest_fast`` by default, ``most_accurate`` the
-   course's), among the artifacts of the unpruned distilled student (when ``quantize.models`` lists
-   ``distill``, as by default) and of every prune round, decided on validation (``decide``);
+   course's), among the artifacts of the unpruned distilled student and of the control (those
+   ``quantize.models`` lists, both by default) and of every prune round, decided on validation against
+   ``evaluate.reference`` (the control by default) at ``evaluate.confidence`` (``decide``);
 3. ``write_shipped``: the shipped artifact to a stable place, ``shipped/model.onnx`` with
    ``shipped/model.json`` (classes, input size, normalisation, kind), whichever kind won; dvc.yaml declares
    it as the ``artifacts:`` entry ``shrink-classifier``;
-4. ``shrink.report``: report.md, the plot CSVs (``plots/confusion.csv``: the shipped model's (actual,
+4. ``shrink.report``: report.md (with what each step bought: ``steps``), the plot CSVs (``plots/confusion.csv``: the shipped model's (actual,
    predicted) class on every test image), predictions.csv (the course's submission) and the metrics files.
 
 Figures split in three files so that ``dvc metrics diff`` and ``dvc exp show`` show what a change did:
 
 * ``metrics/summary.json`` — the stage's only metrics file (``headline``): the shipped artifact's name,
-  bytes, validation and test accuracy, test accuracy against ``distill`` and MACs per image (every round's
-  figures are in ``plots/prune.csv``, the trade-off curve). Deterministic: a rerun with the same
+  bytes, validation and test accuracy, MACs per image, and its test accuracy against teacher, student,
+  ``distill`` and ``control``, each a paired difference with its 95 % interval over the test images (every
+  round's figures are in ``plots/prune.csv``, the trade-off curve). Deterministic: a rerun with the same
   inputs gives the same file, so a diff lists only what a change caused;
 * ``metrics/evaluate.json`` — a plain output, every row: kind, runtime, validation and test accuracy,
   parameters, bytes, size ratio and accuracy change against the teacher and against the fp32 source, and
@@ -34,6 +36,7 @@ test split is there for.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,34 +44,68 @@ from typing import Any
 import torch
 
 from .charts import csv_rows, read_live_curves, write_charts
-from .config import EvaluateParams, Params
+from .config import CONTROL, EvaluateParams, Params
 from .data import Split, load_meta, load_split, normalizer
 from .formats import tie_order
 from .io import atomic_path, read_json, write_json, write_text
 from .measure import BATCH, Entry, Measured, collect, compare, ship_table
 from .quantize import export_onnx
 from .report import (confusion_csv, headline, latency_plot, models_plot, predictions_csv, prepare_counts_markdown,
-                     prune_plot, report_markdown, shipped_markdown, shipped_sections)
+                     prune_plot, report_markdown, shipped_markdown, shipped_sections, steps_markdown)
 from .ship import Terms, choose
+from .stats import Paired
 from .train import predict_logits
 
-REFERENCE_MODEL = "distill"  # the unpruned student: the accuracy reference of the ship rule
-REFERENCE = f"{REFERENCE_MODEL}.ort"  # it in ORT fp32: the speed reference, what every speed ratio is against
+UNPRUNED = "distill"  # the unpruned student: round 0 of the trade-off (plots/prune.csv)
+REFERENCE = f"{UNPRUNED}.ort"  # it in ORT fp32: the speed reference, what every speed ratio is against
+UNPRUNED_MODELS = ("teacher", "student", UNPRUNED, CONTROL)  # what the shipped artifact is compared with
 
 
 def ship_terms(p: EvaluateParams) -> Terms:
-    """What the ship objective is asked: the pipeline's references, the formats' tie order, ``evaluate``'s bounds."""
-    return Terms(REFERENCE_MODEL, REFERENCE, tie_order(), p.max_drop, p.max_bytes, p.batch_sizes,
-                 None if p.ship == "auto" else p.ship)
+    """What the ship objective is asked: the pipeline's references (accuracy: ``evaluate.reference``), the
+    formats' tie order, ``evaluate``'s bounds and confidence."""
+    return Terms(p.reference, REFERENCE, tie_order(), p.max_drop, p.max_bytes, p.batch_sizes,
+                 None if p.ship == "auto" else p.ship, p.confidence)
+
+
+def ship_sources(params: Params) -> list[str]:
+    """The models whose artifacts may ship: the unpruned ones in ``quantize.models`` (the reference first, so
+    that it wins a tie in size with the other), then every round."""
+    rounds = list(params.prune.rounds)
+    unpruned = [m for m in params.quantized_models if m in (UNPRUNED, CONTROL)]
+    return sorted(unpruned, key=lambda m: m != params.evaluate.reference) + rounds
 
 
 def decide(entries: list[Entry], m: Measured, sources: list[str], p: EvaluateParams) -> Entry:
     """Choose what ships among the artifacts of ``sources`` (``ship.choose`` by ``evaluate.objective``), record
-    it in the ``shipped`` sections of ``m.ev`` and ``m.lat``, and return its row."""
+    it in the ``shipped`` sections of ``m.ev`` and ``m.lat`` (with its test difference to every unpruned model),
+    say on stderr when the decision split is too small for the rule, and return its row."""
     choice = choose(ship_table(entries, m, p.batch_sizes), sources, ship_terms(p), p.objective)
+    if choice.note:
+        print(f"evaluate: warning: {choice.note} (docs/troubleshooting.md)", file=sys.stderr)
     entry = next(e for e in entries if e.name == choice.name)
-    m.ev["shipped"], m.lat["shipped"] = shipped_sections(choice, entry, m.ev, m.lat, p, REFERENCE_MODEL, REFERENCE)
+    m.ev["shipped"], m.lat["shipped"] = shipped_sections(choice, entry, m.ev, m.lat, p, p.reference, REFERENCE,
+                                                         against_unpruned(m, choice.name))
     return entry
+
+
+def against_unpruned(m: Measured, name: str) -> dict[str, Paired]:
+    """Row ``name`` minus each unpruned model (teacher, student, distill, control) on the test images."""
+    return {u: m.on_test(name, u) for u in UNPRUNED_MODELS if u in m.test_correct}
+
+
+def steps(m: Measured, params: Params, ship: Entry | None) -> list[tuple[str, str, str, Paired]]:
+    """What each step bought, on the test images: KD (distill - student), the control's fine-tuning (control -
+    its parent), each round's cut (round - control: the same budget, without the cut), and quantizing (the
+    shipped artifact - its fp32 network). Only the rows measured."""
+    c = params.prune.control
+    pairs = [("KD", UNPRUNED, "student"),
+             (f"{c.epochs} more epoch{'' if c.epochs == 1 else 's'} of fine-tuning (the control)", CONTROL, c.parent)]
+    pairs += [(f"the cut to width {r.width:g}, against the control", name, CONTROL)
+              for name, r in params.prune.rounds.items()]
+    if ship is not None and ship.source:
+        pairs.append(("quantizing the shipped artifact", ship.name, ship.source))
+    return [(what, a, b, m.on_test(a, b)) for what, a, b in pairs if a in m.test_correct and b in m.test_correct]
 
 
 def write_shipped(entry: Entry, folder: str | Path) -> dict[str, Any]:
@@ -125,7 +162,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
     Everything is computed before anything is written, so a failure leaves the previous outputs alone.
 
     Args:
-        params: reads ``prune.rounds``, ``quantize.models`` and ``evaluate``.
+        params: reads ``prune.rounds``, ``prune.control``, ``quantize.models`` and ``evaluate``.
         data: the prepared data folder.
         models: the folder of ``<name>.pt`` (with ``<name>.run.json``) and ``quantized/`` artifacts.
         metrics: summary.json (``headline``); table: evaluate.json (every row); latency: latency.json.
@@ -134,7 +171,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         shipped: folder for the shipped artifact (``model.onnx``, ``model.json``).
     """
     p, rounds, meta = params.evaluate, list(params.prune.rounds), load_meta(data)
-    sources = [m for m in params.quantized_models if m in (REFERENCE_MODEL, *rounds)]  # the unpruned student, rounds
+    sources = ship_sources(params)
     with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
         entries = collect(Path(models), params.fp32_models, params.quantized_models, p.threads, Path(tmp))
         test = load_split(data, "test")
@@ -142,10 +179,12 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         ship = decide(entries, m, sources, p) if sources else None
         rows = {k: v for k, v in m.ev.items() if k != "shipped"}
         # each model's run details (width, accuracy right after the cut, MACs): the file beside its checkpoint
-        runs = {name: read_json(Path(models) / f"{name}.run.json") for name in (REFERENCE_MODEL, *rounds)}
+        runs = {name: read_json(Path(models) / f"{name}.run.json") for name in (UNPRUNED, CONTROL, *rounds)}
         macs = runs[ship.source].get("macs") if ship else None
+        runs.pop(CONTROL)  # the trade-off's rounds: the unpruned student, then the rounds
         text = "# shrink report\n\n" + report_markdown(rows, m.lat, p.batch_sizes, m.ev.get("shipped"), REFERENCE)
         text += shipped_markdown(m.lat["shipped"], shipped, macs, p.batch_sizes, REFERENCE) if ship else ""
+        text += steps_markdown(steps(m, params, ship), against_unpruned(m, ship.name) if ship else {})
         confusion, submission, note = shipped_predictions(ship, test, data, meta, predictions)
         text += prepare_counts_markdown(Path(data)) + note
         prune_csv = prune_plot(rows, runs, ship.kind if ship else None)

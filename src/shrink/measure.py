@@ -10,13 +10,14 @@ Rows (``collect``), all loaded through ``shrink.runtime.load_runtime`` and timed
   ``runtime`` column says which).
 
 ``compare`` measures every row: its validation accuracy (what the ship rule reads, with each image's
-correctness) and test accuracy (what is reported), parameters, bytes, and min and median latency per batch
-size, as the rows of ``metrics/evaluate.json`` and ``metrics/latency.json``. ``ship_table`` hands the ship
-rule (``shrink.ship``) exactly those figures.
+correctness) and test accuracy (what is reported, with each image's correctness too: ``on_test`` pairs two rows
+on the same test images, the error bar of every comparison the report makes), parameters, bytes, and min and
+median latency per batch size, as the rows of ``metrics/evaluate.json`` and ``metrics/latency.json``.
+``ship_table`` hands the ship rule (``shrink.ship``) exactly those figures.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from .formats import get_format, list_formats
 from .models import count_params
 from .runtime import Runtime, Timing, interleaved, load_runtime, ort_fp32
 from .ship import Row
+from .stats import Paired, paired
 from .train import predict_logits
 
 BATCH = 256  # images per forward pass when counting hits
@@ -52,12 +54,17 @@ class Entry:
 @dataclass
 class Measured:
     """What ``compare`` measured: the rows of evaluate.json and latency.json, the timing, and per row which
-    validation images it got right."""
+    validation images (``correct``) and which test images (``test_correct``) it got right."""
 
     ev: dict[str, dict[str, Any]]
     lat: dict[str, dict[str, Any]]
     timing: Timing
     correct: dict[str, torch.Tensor]
+    test_correct: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def on_test(self, a: str, b: str, confidence: float = 0.95) -> Paired:
+        """Row ``a`` minus row ``b`` on the test images, with its paired two-sided interval (``stats.paired``)."""
+        return paired(self.test_correct[a].tolist(), self.test_correct[b].tolist(), confidence)
 
 
 def collect(models: Path, fp32_names: list[str], quantized: list[str], threads: int, workdir: Path) -> list[Entry]:
@@ -104,9 +111,9 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
     """
     torch.set_num_threads(p.threads)
     norm = normalizer(meta)
-    acc = {e.name: accuracy(e.run, test, norm)[0] for e in entries}
+    on_test = {e.name: accuracy(e.run, test, norm) for e in entries}
     on_val = {e.name: accuracy(e.run, val, norm) for e in entries}
-    ev = accuracy_rows(entries, acc, {k: a for k, (a, _) in on_val.items()})
+    ev = accuracy_rows(entries, {k: a for k, (a, _) in on_test.items()}, {k: a for k, (a, _) in on_val.items()})
     gen = torch.Generator().manual_seed(0)
     calls = {}
     for bs in p.batch_sizes:
@@ -115,7 +122,8 @@ def compare(entries: list[Entry], test: Split, meta: dict[str, Any], p: Evaluate
             calls[(e.name, bs)] = lambda run=e.run, x=x: run(x)
     timing = interleaved(calls, p.repeats, threads=p.threads, warmup=p.warmup, min_time=0.01)
     lat = latency_rows(entries, timing, p, meta, reference if any(e.name == reference for e in entries) else None)
-    return Measured(ev, lat, timing, {k: hit for k, (_, hit) in on_val.items()})
+    return Measured(ev, lat, timing, {k: hit for k, (_, hit) in on_val.items()},
+                    {k: hit for k, (_, hit) in on_test.items()})
 
 
 def accuracy_rows(entries: list[Entry], acc: dict[str, float], val_acc: dict[str, float]) -> dict[str, dict[str, Any]]:

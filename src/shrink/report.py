@@ -5,6 +5,9 @@ Every function here is a function of plain data (the rows of ``metrics/evaluate.
 without a pipeline run; ``shrink.evaluate.run`` computes the data and writes the files.
 
 * ``report_markdown``: the comparison table of every model and runtime, how it was timed, and what ships;
+* ``steps_markdown``: what each step bought (KD, the control's fine-tuning, each cut, quantizing) and the shipped
+  artifact against every unpruned model, each a paired difference on the test images with its interval
+  (``stats.Paired``), called a gain or a loss only when the interval excludes zero;
 * ``shipped_sections``: the ``shipped`` sections of evaluate.json (deterministic) and latency.json (timings);
 * ``headline``: ``metrics/summary.json``, the stage's only metrics file;
 * ``models_plot``, ``prune_plot``, ``latency_plot``, ``confusion_csv``: ``plots/*.csv``;
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .config import EvaluateParams
 from .io import read_json
 from .ship import Choice
+from .stats import Paired
 
 if TYPE_CHECKING:  # type hints only: the report is text from plain data
     import torch
@@ -37,20 +41,26 @@ def rule_name(p: EvaluateParams) -> str:
 
 
 def shipped_sections(choice: Choice, entry: Entry, ev: dict, lat: dict, p: EvaluateParams, reference: str,
-                     speed_reference: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+                     speed_reference: str | None, test_vs: dict[str, Paired] | None = None,
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``shipped`` sections of evaluate.json (deterministic) and latency.json (timings).
 
     Args:
         choice: what ``ship.choose`` chose; entry: its row.
         ev, lat: every row of evaluate.json and latency.json.
-        reference: the accuracy reference (``distill``); speed_reference: the speed one (``distill.ort``).
+        reference: the accuracy reference (``evaluate.reference``); speed_reference: the speed one
+            (``distill.ort``).
+        test_vs: model -> the shipped artifact minus that model on the test images, with its interval.
     """
     name = choice.name
     det = {"name": name, "artifact": str(entry.run.path), "kind": entry.kind, "runtime": entry.run.label,
            "bytes": entry.bytes, "val_acc": ev[name]["val_acc"], "test_acc": ev[name]["test_acc"],
            "parent": entry.source, "acc_vs_parent": ev[name].get("acc_vs_source"), "reference": reference,
            "test_acc_vs_reference": round(ev[name]["test_acc"] - ev[reference]["test_acc"], 6),
+           "test_vs": {m: d.as_dict() for m, d in (test_vs or {}).items()},
            "rule": rule_name(p)}
+    if choice.note:
+        det["note"] = choice.note
     timing: dict[str, Any] = {"name": name, "latency_rule_applied": choice.rule}
     ref = speed_reference if speed_reference in lat else None
     for b in p.batch_sizes:
@@ -95,10 +105,39 @@ def report_markdown(ev: dict, lat: dict, batch_sizes: list[int], shipped: dict[s
                   f"{s.get('load_after')} after."]
     lines += [f"", *(f"> **Warning:** {w}" for w in s.get("warnings", []))]
     if shipped:
+        ref = shipped["reference"]
+        vs = shipped.get("test_vs", {}).get(ref)
+        delta = (f"{interval_text(vs)} vs `{ref}`, {vs['verdict']}" if vs else
+                 f"{shipped['test_acc_vs_reference'] * 100:+.2f} pt vs `{ref}`")
         lines += ["", f"**Shipped:** `{shipped['artifact']}` ({shipped['kind']}, {shipped['runtime']}, "
                       f"{shipped['bytes']:,} B, val acc {shipped['val_acc']:.4f}, test acc {shipped['test_acc']:.4f}: "
-                      f"{shipped['test_acc_vs_reference'] * 100:+.2f} pt vs `{shipped['reference']}`). "
-                      f"Rule: {shipped['rule']} (the branch applied is in `metrics/latency.json`)."]
+                      f"{delta}). Rule: {shipped['rule']} (the branch applied is in `metrics/latency.json`)."]
+        if shipped.get("note"):
+            lines += ["", f"> **Note:** {shipped['note']}."]
+    return "\n".join(lines) + "\n"
+
+
+def interval_text(d: dict[str, Any]) -> str:
+    """``+0.14 pt [-0.21, +0.49]`` from a ``Paired.as_dict()``."""
+    return f"{d['diff_pt']:+.2f} pt [{d['low_pt']:+.2f}, {d['high_pt']:+.2f}]"
+
+
+def steps_markdown(steps: list[tuple[str, str, str, Paired]], test_vs: dict[str, Paired]) -> str:
+    """What each step bought and where the shipped artifact stands, on the test split, as markdown.
+
+    Args:
+        steps: (what the step is, model a, model b, a - b on the test images) per step, in pipeline order.
+        test_vs: model -> the shipped artifact minus that model on the test images.
+    """
+    conf = next(iter([*test_vs.values(), *(d for *_, d in steps)]), None)
+    if conf is None:
+        return ""
+    lines = ["", f"## What each step bought (test split, paired {conf.confidence:.0%} intervals)", "",
+             "A difference is a gain or a loss only when its interval excludes zero; otherwise it is within noise.", ""]
+    lines += [f"- {what} (`{a}` − `{b}`): {d.text()}, {d.verdict}" for what, a, b, d in steps]
+    if test_vs:
+        lines += ["", "The shipped artifact against " + ", ".join(f"`{m}` {d.text()} ({d.verdict})"
+                                                               for m, d in test_vs.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +212,8 @@ def prune_plot(ev: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], k
 
 def headline(ev: dict[str, dict[str, Any]], macs: int | None) -> dict[str, Any]:
     """The metrics of the evaluate stage (``metrics/summary.json``): the shipped artifact's figures, all
-    deterministic (every round's figures are in ``plots/prune.csv`` and ``metrics/evaluate.json``).
+    deterministic (every round's figures are in ``plots/prune.csv`` and ``metrics/evaluate.json``), with its
+    test-accuracy difference to each unpruned model (``vs``: points and the paired interval).
 
     Args:
         ev: every row and the ``shipped`` section (``metrics/evaluate.json``).
@@ -182,8 +222,10 @@ def headline(ev: dict[str, dict[str, Any]], macs: int | None) -> dict[str, Any]:
     if "shipped" not in ev:
         return {}
     s = ev["shipped"]
+    # the test-accuracy difference to each unpruned model, in points, with its paired interval: 3 columns each
+    vs = {m: {"pt": d["diff_pt"], "low": d["low_pt"], "high": d["high_pt"]} for m, d in s.get("test_vs", {}).items()}
     return {"shipped": {"name": s["name"], "bytes": s["bytes"], "val_acc": s["val_acc"], "test_acc": s["test_acc"],
-                        "test_acc_vs_distill": s["test_acc_vs_reference"], "macs": macs}}
+                        "macs": macs, "vs": vs}}
 
 
 def confusion_csv(classes: list[str], actual: torch.Tensor, predicted: torch.Tensor) -> str:

@@ -3,6 +3,10 @@
 ``stages/prune.py`` runs one round of ``prune.rounds`` per DVC stage; ``scripts/prune_sweep.py`` runs a chain of
 rounds in one process to measure a schedule or a criterion. Both call ``run_round``, so a sweep's figures are
 the ones the pipeline makes with the same params (and, on the CPU, the same number of torch threads).
+
+``stages/control.py`` runs it too, as the round named ``control`` (``config.CONTROL``): the equal-budget control,
+``prune.control.parent`` fine-tuned with exactly a round's recipe (``prune.finetune``: loss, schedule, ``slim.l1``
+hook, seed) for ``prune.control.epochs``, and no cut. A round and the control then differ by the cut alone.
 """
 from __future__ import annotations
 
@@ -11,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import PruneParams, SlimParams
+from .config import CONTROL, PruneParams, SlimParams
 from .criteria import get_criterion
 from .data import load_meta, load_split, normalizer, train_sample
 from .distill import make_kd_loss
 from .pipeline import Outputs, TrainJob, as_params, run_training
 from .prune import base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, slim
 from .train import loss_and_accuracy, seed_everything
+
+
+# what each kind of stage reads of the prune section (its params: in dvc.yaml), so its checkpoint records that alone
+CONTROL_READS = ("blocks", "finetune", "control")
+
+
+def recorded(cfg: PruneParams, control: bool) -> dict[str, Any]:
+    """The prune section as a round's (all but ``control``) or the control's (``CONTROL_READS``) checkpoint
+    records it: what its stage reads."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if (k in CONTROL_READS if control else k != "control")}
 
 
 def run_round(
@@ -36,36 +50,47 @@ def run_round(
     """Round ``name``: cut ``parent`` to the round's width by ``cfg.criterion``, measure validation accuracy
     right after the cut, fine-tune, and write checkpoint and figures as every training stage does
     (``pipeline.run_training``). Returns the figures (its metrics, with ``width``, ``channels`` and
-    ``val_acc_after_cut``).
+    ``val_acc_after_cut``). ``name`` ``CONTROL``: the control, fine-tuned for ``cfg.control.epochs`` with no cut
+    (its figures carry ``width`` 1.0 alone).
 
     Args:
         parent: checkpoint to cut; a pruned one carries the unpruned net's channels (``base_channels``), which
             the round's width is a fraction of.
-        cfg: the prune section; ``cfg.rounds[name]`` gives the width and epochs. The checkpoint records it with
-            this round alone (``PruneParams.only``).
-        name: the round's name.
+        cfg: the prune section; ``cfg.rounds[name]`` gives the width and epochs (``cfg.control`` the control's
+            epochs). The checkpoint records it with this round alone (``PruneParams.only``).
+        name: the round's name, or ``CONTROL``.
         slim_params: the ``slim`` section (its ``l1`` applies during fine-tuning).
         seed: the run seed: seeds training, and the cut's sample of training images and random criterion.
         data_dir: prepared data folder.
         teacher: teacher checkpoint, read only when fine-tuning with KD (``prune.finetune.distill``).
         out, metrics_path, live_dir: where ``run_training`` writes.
     """
-    cfg, rnd, ft = cfg.only(name), cfg.rounds[name], cfg.finetune
+    control = name == CONTROL
+    ft = cfg.finetune
+    epochs = cfg.control.epochs if control else cfg.rounds[name].epochs
+    cfg = cfg.only(name)
     seed_everything(seed)
     ckpt = load_checkpoint(parent)
     model = model_from_checkpoint(ckpt)
-    base_channels = ckpt.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
-    images = get_criterion(cfg.criterion).sample_images
-    sample = train_sample(data_dir, images, seed) if images else None  # its own generator: training's is untouched
-    model, keep = slim(model, rnd.width, cfg, base_channels, sample=sample, seed=seed)
-    _, cut_acc = loss_and_accuracy(model, load_split(data_dir, "val"), normalizer(load_meta(data_dir)))
+    extra_metrics: dict[str, Any] = {"width": 1.0}
+    extra_ckpt = None
+    if not control:  # the cut; the control keeps every channel
+        width = cfg.rounds[name].width
+        base_channels = ckpt.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
+        images = get_criterion(cfg.criterion).sample_images
+        sample = train_sample(data_dir, images, seed) if images else None  # own generator: training's is untouched
+        model, keep = slim(model, width, cfg, base_channels, sample=sample, seed=seed)
+        _, cut_acc = loss_and_accuracy(model, load_split(data_dir, "val"), normalizer(load_meta(data_dir)))
+        extra_metrics = {"width": width, "channels": {n: len(k) for n, k in keep.items()},
+                         "val_acc_after_cut": round(cut_acc, 6)}
+        extra_ckpt = {"base_channels": dict(base_channels), "kept_channels": keep_as_lists(keep)}
     job = TrainJob(
-        model, ckpt["model"], rebuild_kwargs(model, ckpt["model_kwargs"]),
-        dataclasses.replace(ft.train, epochs=rnd.epochs), seed, as_params(seed=seed, prune=cfg, slim=slim_params),
+        model, ckpt["model"], rebuild_kwargs(model, ckpt["model_kwargs"]) if not control else ckpt["model_kwargs"],
+        dataclasses.replace(ft.train, epochs=epochs), seed, as_params(seed=seed, prune=recorded(cfg, control),
+                                                                      slim=slim_params),
         loss_fn=make_kd_loss(model_from_checkpoint(teacher), ft.temperature, ft.alpha) if ft.distill else None,
         after_backward=bn_l1_hook(slim_params.l1, cfg.blocks))
     return run_training(
-        job, f"prune@{name}", data_dir, Outputs(Path(out), Path(metrics_path), Path(live_dir) if live_dir else None),
-        extra_metrics={"width": rnd.width, "channels": {n: len(k) for n, k in keep.items()},
-                       "val_acc_after_cut": round(cut_acc, 6)},
-        extra_ckpt={"base_channels": dict(base_channels), "kept_channels": keep_as_lists(keep)})
+        job, name if control else f"prune@{name}", data_dir,
+        Outputs(Path(out), Path(metrics_path), Path(live_dir) if live_dir else None),
+        extra_metrics=extra_metrics, extra_ckpt=extra_ckpt)

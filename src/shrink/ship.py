@@ -7,14 +7,21 @@ no test label decides anything) with each image's correctness, and its min and m
 ``choose`` takes the candidates from it (``candidates``: the artifacts of the given source models, by default
 the unpruned student and every prune round; of one format only when ``evaluate.ship`` names it) and lets an
 objective (``evaluate.objective``) pick one, saying why (``Choice``: the name, the rule that applied and a
-verdict per candidate). The reference rows (``distill`` for accuracy and ``distill.ort`` for speed, in the
-pipeline) and every bound are ``Terms``: arguments, not constants of this module.
+verdict per candidate). The reference rows (``evaluate.reference``, the equal-budget ``control`` by default, for
+accuracy, and ``distill.ort`` for speed, in the pipeline) and every bound are ``Terms``: arguments, not constants
+of this module.
 
 Objectives, one ``@register_objective`` entry each (tests run every registered one on synthetic tables):
 
 ``smallest_fast`` (the default), among the candidates:
 
-1. *accurate*: decision-split accuracy >= the reference's minus ``max_drop`` points;
+1. *accurate* (non-inferior to the reference): the one-sided lower confidence bound, at ``confidence``
+   (``evaluate.confidence``, 0.95 by default), of the paired difference (candidate - reference) on the decision
+   split is >= ``-max_drop`` points (``stats.lower_bound``: the images both got right or wrong carry no
+   information; the discordant ones decide). ``confidence`` 0 is the point estimate: decision-split accuracy
+   >= the reference's minus ``max_drop`` points. When the decision split is too small for ``max_drop`` (one
+   image weighs more than the tolerance, or the bound cannot come within it), ``Choice.note`` says so with the
+   number of images it would take (``stats.images_needed``);
 2. *fast*: at every batch size, min latency within 10 % (``FAST_BAND``) of the speed reference's, the
    unpruned student in ORT fp32 (what a user gets for free); on a busy machine the band widens to the speed
    reference's own spread (its median / min), since closer runtimes are not told apart. Each verdict also
@@ -43,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .registry import Registry
+from .stats import images_needed, lower_bound
 
 FAST_BAND = 1.10  # "fast": within 10 % of the speed reference (of the same network's fastest runtime without it)
 
@@ -76,7 +84,7 @@ class Terms:
     """What an objective is asked (``evaluate`` params and the reference rows).
 
     Attributes:
-        reference: the accuracy reference row (the fp32 unpruned student, ``distill``).
+        reference: the accuracy reference row (the fp32 ``control``, or ``distill``: ``evaluate.reference``).
         speed_reference: the speed reference row (``distill.ort``); when the table has no such row (or None),
             each candidate's own network is the speed bar.
         ties: the quantization formats in tie order (``formats.tie_order()``); every candidate's is here.
@@ -84,6 +92,7 @@ class Terms:
         max_bytes: the largest file that may ship (``most_accurate``).
         batch_sizes: the timed batch sizes.
         only: a format's name to ship that format only (``evaluate.ship``), None for any (``auto``).
+        confidence: of the one-sided bound that decides *accurate* (``smallest_fast``); 0: the point estimate.
     """
 
     reference: str
@@ -93,15 +102,18 @@ class Terms:
     max_bytes: int = 300_000
     batch_sizes: Sequence[int] = (1, 64)
     only: str | None = None
+    confidence: float = 0.0
 
 
 @dataclass(frozen=True)
 class Choice:
-    """What ships: the row's name, the rule that chose it, and each candidate's verdicts."""
+    """What ships: the row's name, the rule that chose it, each candidate's verdicts, and a note when the
+    decision split is too small for the rule (one line, empty otherwise)."""
 
     name: str
     rule: str
     verdicts: dict[str, dict[str, Any]]
+    note: str = ""
 
 
 Table = Mapping[str, Row]
@@ -180,21 +192,56 @@ def speed_verdicts(table: Table, cands: list[str], accurate: list[str], terms: T
     return verdicts
 
 
+def accuracy_bounds(table: Table, cands: list[str], terms: Terms) -> dict[str, float]:
+    """Per candidate, the figure *accurate* compares with ``-max_drop``: the one-sided lower bound of its paired
+    decision-split difference to the reference at ``terms.confidence``, in points (0: the point estimate, from
+    the rows' accuracies)."""
+    ref = table[terms.reference]
+    if terms.confidence == 0:
+        return {c: round(100 * (table[c].acc - ref.acc), 4) for c in cands}
+    return {c: round(lower_bound(table[c].correct, ref.correct, terms.confidence), 4) for c in cands}
+
+
+def split_note(table: Table, cands: list[str], terms: Terms) -> str:
+    """One line when the decision split is too small for ``max_drop`` at ``confidence`` (``stats.images_needed``
+    at the candidates' median share of images discordant with the reference), else ''."""
+    ref = table[terms.reference].correct
+    n = len(ref)
+    if not n or terms.max_drop <= 0:
+        return ""
+    shares = sorted(sum(a != b for a, b in zip(table[c].correct, ref)) / n for c in cands if table[c].correct)
+    share = shares[(len(shares) - 1) // 2] if shares else 0.0  # the (lower) median candidate's
+    need = images_needed(share, terms.max_drop, terms.confidence)
+    if n >= need:
+        return ""
+    at = f"at {terms.confidence:.0%} confidence" if terms.confidence else "as a point estimate"
+    return (f"the decision split (validation, {n:,} images; one image is {100 / n:.2g} points) is too small for "
+            f"evaluate.max_drop = {terms.max_drop:g} points {at}: it would take about {need:,} images "
+            f"({share:.1%} of them discordant with {terms.reference})")
+
+
 @register_objective("smallest_fast")
 def smallest_fast(table: Table, cands: list[str], terms: Terms) -> Choice:
     """The smallest accurate artifact that runs as fast as the speed reference (the module doc)."""
     t, ref_acc = terms, table[terms.reference].acc
-    accurate = [c for c in cands if table[c].acc >= ref_acc - t.max_drop / 100 - 1e-9]
+    bounds = accuracy_bounds(table, cands, t)
+    accurate = [c for c in cands if bounds[c] >= -t.max_drop - 1e-7]
     verdicts = speed_verdicts(table, cands, accurate, t)
+    for c in cands:
+        verdicts[c]["vs_reference_pt" if t.confidence == 0 else "lower_bound_pt"] = bounds[c]
     tie = _tie_key(table, cands, t)
-    within = f"within {t.max_drop:g} points of {t.reference}'s ({ref_acc:.4f})"
+    within = (f"within {t.max_drop:g} points of {t.reference}'s ({ref_acc:.4f})" if t.confidence == 0 else
+              f"at most {t.max_drop:g} points below {t.reference}'s ({ref_acc:.4f}) at {t.confidence:.0%} confidence "
+              f"(one-sided lower bound of the paired difference)")
+    note = split_note(table, cands, t)
+    sure = "" if t.confidence == 0 else f" at {t.confidence:.0%} confidence"
     if t.only is not None:  # a format the user asked for: the smallest accurate one, timings decide nothing
         if accurate:
             name = min(accurate, key=lambda c: (table[c].bytes, tie[c]))
             return Choice(name, f"the smallest {t.only} artifact (evaluate.ship) whose validation accuracy is {within}",
-                          verdicts)
+                          verdicts, note)
         return Choice(_most_accurate(table, cands), f"fallback: no {t.only} artifact (evaluate.ship) within "
-                      f"{t.max_drop:g} validation points of {t.reference}; the most accurate one", verdicts)
+                      f"{t.max_drop:g} validation points of {t.reference}{sure}; the most accurate one", verdicts, note)
     passing = [c for c in cands if verdicts[c]["accurate"] and verdicts[c]["fast"]]
     bs, ref = t.batch_sizes, t.speed_reference if t.speed_reference in table else None
     if passing:
@@ -207,8 +254,9 @@ def smallest_fast(table: Table, cands: list[str], terms: Terms) -> Choice:
         rule = f"fallback: no artifact both accurate and fast; the fastest accurate one at batch {max(bs)}"
     else:
         name = _most_accurate(table, cands)
-        rule = f"fallback: no artifact within {t.max_drop:g} validation points of {t.reference}; the most accurate one"
-    return Choice(name, rule, verdicts)
+        rule = (f"fallback: no artifact within {t.max_drop:g} validation points of {t.reference}{sure}; "
+                f"the most accurate one")
+    return Choice(name, rule, verdicts, note)
 
 
 @register_objective("most_accurate")

@@ -230,8 +230,8 @@ def loss_and_accuracy(
 
 @dataclass
 class FitResult:
-    model: nn.Module  # holds the best-on-validation weights
-    best_val_acc: float
+    model: nn.Module  # holds the kept weights: the best on validation, or the last epoch's (TrainParams.keep)
+    best_val_acc: float  # the kept epoch's validation accuracy, and its number
     best_epoch: int
     epochs: int
     seconds: float
@@ -291,13 +291,16 @@ def live_log(live_dir: str | Path | None, done: int) -> Iterator[Any]:
         live.end()
 
 
-def end_epoch(state: TrainState, epoch: int, row: dict[str, float], live: Any, ctx: Dist, label: str) -> None:
-    """Record epoch ``epoch``'s figures in ``state`` (history, best-on-validation weights) and in the logs.
+def end_epoch(state: TrainState, epoch: int, row: dict[str, float], live: Any, ctx: Dist, label: str,
+              keep: str = "best") -> None:
+    """Record epoch ``epoch``'s figures in ``state`` (history, the kept epoch) and in the logs.
 
     Args:
         row: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``.
         live: dvclive's ``Live`` (None: no logging).
         label: the line's first words, e.g. ``teacher epoch 2/4``.
+        keep: ``best``: remember the best-on-validation weights; ``last``: every epoch is the kept one (its
+            weights are the model's own at the end, so none are copied).
     """
     state.history.append(row)
     if ctx.is_writer:
@@ -307,7 +310,9 @@ def end_epoch(state: TrainState, epoch: int, row: dict[str, float], live: Any, c
         for k, v in row.items():
             live.log_metric(k, v)
         live.next_step()
-    if row["val/acc"] > state.best_acc:  # the same figures on every rank: they all keep the same epoch
+    if keep == "last":
+        state.best_acc, state.best_epoch = row["val/acc"], epoch
+    elif row["val/acc"] > state.best_acc:  # the same figures on every rank: they all keep the same epoch
         state.best_acc, state.best_epoch = row["val/acc"], epoch
         state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in state.model.state_dict().items()})
     state.epoch = epoch
@@ -319,7 +324,8 @@ def fit(
     device: torch.device | None = None, desc: str = "train", ctx: Dist | None = None, backbone_lr_mult: float = 1.0,
     resume: Optional[Resume] = None,
 ) -> FitResult:
-    """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights.
+    """Train ``model`` for ``cfg.epochs``, keeping the best-on-validation weights (``cfg.keep``: ``last``, the
+    last epoch's).
 
     Args:
         model: the network to train (modified in place; the best weights are loaded at the end).
@@ -362,12 +368,12 @@ def fit(
             va_loss, va_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx,
                                                 cfg.channels_last)
             row = {"train/loss": tr_loss, "train/acc": tr_acc, "val/loss": va_loss, "val/acc": va_acc}
-            end_epoch(state, epoch, row, live, ctx, f"{desc} epoch {epoch}/{cfg.epochs}")
+            end_epoch(state, epoch, row, live, ctx, f"{desc} epoch {epoch}/{cfg.epochs}", cfg.keep)
             if resume is not None:
                 resume.save(state, ctx, live_dir)
-    if state.best_state is None:  # zero epochs: the model as given is the result
+    if state.best_epoch == 0:  # zero epochs: the model as given is the result
         state.best_acc = loss_and_accuracy(model, val, norm, cfg.eval_batch_size, ctx.device, ctx, cfg.channels_last)[1]
-    else:
+    elif state.best_state is not None:  # keep: last holds none: the model's own weights are the last epoch's
         model.load_state_dict(state.best_state)
     # a plain contiguous model on the CPU, whatever the training format: checkpoints and exports expect it
     model = revert_sync_batchnorm(model).cpu().to(memory_format=torch.contiguous_format).eval()

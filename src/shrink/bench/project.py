@@ -42,6 +42,8 @@ def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1}
                                   for n, parent, w in zip(names, ["distill", *names], TINY_WIDTHS)}
         raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
+        if isinstance(raw["prune"].get("control"), dict):  # the control: a round's epochs, as in the default
+            raw["prune"]["control"]["epochs"] = 1
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(raw.get(key), dict):
             raw[key].update({k: v for k, v in section.items() if k in raw[key]})
