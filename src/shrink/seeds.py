@@ -328,6 +328,8 @@ def collect(root: Path, metric: str) -> tuple[list[Run], list[Group], list[Group
     if not measured:
         raise SeedsError(f"{root}: no run with metrics (no experiments of HEAD, no figures in HEAD or the "
                          f"workspace): run `dvc exp run --queue -S seed=1` and `dvc queue start` first")
+    if not any(f.models or f.tradeoff or (f.shipped or {}).get(metric) is not None for f in figures):
+        raise SeedsError(f"--metric {metric}: in no run's metrics/<stage>.json, {SUMMARY} (shipped) or {PRUNE_CSV}")
     groups = group_runs(runs, figures)
     pooled = [g for g in groups if len(g.measured()) >= 2]
     if not pooled:
