@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import copy_project, dvc, git, run
-from shrink.seeds import current_outputs
+from shrink.seeds import Figures, Run, current_outputs, group_runs, group_table, tradeoff_chart
 
 
 def _lock(**stages) -> dict:
@@ -32,6 +32,28 @@ def test_current_outputs_keeps_only_what_the_runs_seed_wrote():
     assert "models/teacher.pt" not in current_outputs(lock, 1)  # the right seed, other data (d0 is not d1)
     teacher["deps"][0]["md5"] = "d1"
     assert current_outputs(lock, 1) == ["data", "metrics/student.json", "models/teacher.pt", "metrics/summary.json"]
+
+
+def test_runs_pool_by_params_but_seed_and_the_chart_draws_their_sd():
+    def figs(acc: float, size: float) -> Figures:
+        return Figures({"distill": acc}, {"name": "prune_1.int8w", "bytes": size, "test_acc": acc},
+                       {"prune_1.int8w": (size, acc)})
+
+    base = {"params.yaml": {"distill": {"alpha": 0.5}}}
+    other = {"params.yaml": {"distill": {"alpha": 0.7}}}
+    runs = [Run("a", "r1", 0, base), Run("b", "r2", 1, base), Run("c", "r3", 0, other), Run("d", "r4", 0, base)]
+    groups = group_runs(runs, [figs(0.8, 1000), figs(0.9, 3000), figs(0.5, 10), figs(0.1, 1)])
+    assert [[r.name for r in g.runs] for g in groups] == [["a", "b", "d"], ["c"]]
+    assert list(groups[0].measured()) == [0, 1]  # d repeats seed 0: a's figures are kept
+    table = "\n".join(group_table(groups[0], "test_acc"))
+    assert "| distill | 0.8500 ± 0.0707 (2) | 0, 1 |" in table
+    assert "| prune_1.int8w | 2,000 ± 1,414 (2) | 0.8500 ± 0.0707 (2) |" in table
+    assert "seed 0: prune_1.int8w; seed 1: prune_1.int8w" in table
+    (ax,) = tradeoff_chart(groups[:1], groups[0], "test_acc").axes
+    xerr, yerr = ax.containers[0].lines[2]  # the trade-off's error bars: horizontal, then vertical
+    (x0, y0), (x1, _) = xerr.get_segments()[0]
+    assert (x0, x1, y0) == pytest.approx((2000 - 1414.2, 2000 + 1414.2, 0.85), abs=0.1)
+    assert yerr.get_segments()[0][1][1] - yerr.get_segments()[0][0][1] == pytest.approx(2 * 0.0707, abs=1e-4)
 
 
 def _stat(values: list[float]) -> str:
