@@ -1,5 +1,5 @@
-"""The ``shrink`` command: ``shrink predict PATH...``, ``shrink bench``, ``shrink weights ARCH`` and
-``shrink export-course MODEL OUT``.
+"""The ``shrink`` command: ``shrink predict PATH...``, ``shrink bench``, ``shrink weights ARCH``,
+``shrink export-course MODEL OUT`` and ``shrink seeds``.
 
 The pipeline itself runs through ``dvc repro``; this command is for using its results.
 """
@@ -13,6 +13,7 @@ COMMANDS = {
     "bench": ("shrink.bench", "measure size, accuracy, latency and pipeline cost as ratios"),
     "weights": ("shrink.weights", "print the path of a packaged pretrained weights file (for dvc import-url)"),
     "export-course": ("shrink.course", "write a model in the course notebook's 8-bit pickle layout"),
+    "seeds": ("shrink.seeds", "pool DVC experiments that differ in seed alone: mean ± sd (n) per model, a chart"),
 }
 
 
