@@ -1,8 +1,9 @@
 """prune: one pruning round: rank channels by prune.criterion (Network Slimming's BatchNorm |gamma| by default), cut them, rebuild a smaller dense net of the same arch, fine-tune."""
 from shrink.stage import stage
 
-with stage("prune", __doc__, reads=("seed", "slim", "prune.criterion", "prune.mode", "prune.min_channels",
-                                    "prune.blocks", "prune.round_to", "prune.finetune", "prune.rounds.{round}"),
+with stage("prune", __doc__, reads=("seed", "slim", "prune.criterion", "prune.bnless_criterion", "prune.mode",
+                                    "prune.min_channels", "prune.blocks", "prune.round_to", "prune.finetune",
+                                    "prune.rounds.{round}"),
            inputs={"parent": "checkpoint this round cuts", "teacher": "teacher checkpoint (fine-tuning with KD)",
                    "data": "prepared data folder"},
            outputs={"out": "checkpoint (.pt); a torchinfo summary goes beside it", "metrics": "metrics JSON",

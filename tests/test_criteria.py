@@ -13,7 +13,7 @@ from shrink import criteria
 from shrink.config import ParamsError, validate
 from shrink.criteria import get_criterion, list_criteria, register_criterion, score_groups
 from shrink.models import count_params
-from shrink.prune import Graph, PruneParams, mask_model, slim
+from shrink.prune import Graph, PruneParams, mask_model, sample_images, slim
 from test_prune import one_thread  # noqa: F401 (autouse: tiny convs run faster on one thread)
 from test_registry import CLASSES, SIZE, images, logits, make
 
@@ -34,8 +34,14 @@ def net(arch: str) -> torch.nn.Module:
     return make(arch)
 
 
+def readable(graph: Graph, criterion: str) -> dict[str, tp.dependency.Group]:
+    """The groups ``criterion`` can rank: every one, or with a criterion that reads BatchNorms only (bn_scale) those
+    that hold one (the others are ``prune.bnless_criterion``'s)."""
+    return {n: g.tp_group for n, g in graph.groups.items() if g.bns or not get_criterion(criterion).bn_only}
+
+
 def scores(model: torch.nn.Module, criterion: str, **kw) -> dict[str, torch.Tensor]:
-    return score_groups(model, {n: g.tp_group for n, g in Graph(model).groups.items()}, criterion, **kw)
+    return score_groups(model, readable(Graph(model), criterion), criterion, **kw)
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,9 +57,14 @@ def test_every_criterion_scores_every_channel_and_leaves_the_net_as_it_was(crite
     before = {k: v.clone() for k, v in model.state_dict().items()}
     graph = Graph(model)
     got = scores(model, criterion, sample=SAMPLE)
-    assert list(got) == list(graph.groups)
-    for name, g in graph.groups.items():
-        s = got[name]
+    assert list(got) == list(readable(graph, criterion))
+    bnless = [n for n, g in graph.groups.items() if not g.bns]
+    assert bool(bnless) == (arch == "mobilenet_v3_small")  # its hidden Linear and squeeze-excitations
+    if bnless and get_criterion(criterion).bn_only:  # nothing to read there: slim ranks them by prune.bnless_criterion
+        with pytest.raises(ValueError, match=f"'{criterion}' cannot score group {bnless[0]}"):
+            score_groups(model, {bnless[0]: graph.groups[bnless[0]].tp_group}, criterion)
+    for name, s in got.items():
+        g = graph.groups[name]
         assert s.shape == (g.channels,) and s.dtype == torch.float32 and torch.isfinite(s).all(), name
         assert len(s.unique()) > 1, f"{criterion} does not rank the channels of {name}"
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BN statistics did not move
@@ -97,6 +108,15 @@ def test_a_criterion_reads_training_images_only_if_it_says_so(criterion):
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+def test_a_round_draws_training_images_for_the_criteria_it_uses():
+    """prune.bnless_criterion ranks something only under a criterion that reads BatchNorms only."""
+    taylor = get_criterion("taylor").sample_images
+    assert taylor > 0 and sample_images(PruneParams()) == 0
+    assert sample_images(PruneParams(bnless_criterion="taylor")) == taylor
+    assert sample_images(PruneParams(criterion="l1", bnless_criterion="taylor")) == 0
+    assert sample_images(PruneParams(criterion="taylor")) == taylor
+
+
 @pytest.mark.parametrize("criterion", [c for c in list_criteria() if not get_criterion(c).seeded])
 def test_a_channel_whose_coupled_weights_are_all_zero_ranks_last(criterion):
     """What every measuring criterion agrees on (the seeded one measures nothing: it is the floor). The channel's
@@ -119,7 +139,10 @@ def test_bn_scale_is_the_mean_abs_gamma_of_the_groups_batchnorms(arch):
     model = net(arch)
     graph = Graph(model)
     got = scores(model, "bn_scale")
+    assert list(got) == [n for n, g in graph.groups.items() if g.bns]
     for name, g in graph.groups.items():
+        if not g.bns:
+            continue
         direct = torch.zeros(g.channels)
         for bn, perm in g.bns:  # perm: the group channel of each BN channel
             direct[perm] += bn.weight.detach().abs()

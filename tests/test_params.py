@@ -80,6 +80,8 @@ def test_one_round_alone_is_what_a_round_records():
     ({"prune": {"blocks": [0, 3]}}, "params.yaml: prune.blocks: must be distinct width indices in 1..6"),
     ({"prune": {"mode": "lyer"}}, "params.yaml: prune.mode: must be one of layer, global"),
     ({"prune": {"criterion": "gamma"}}, "params.yaml: prune.criterion: must be one of bn_scale, l1, "),  # the registry's
+    ({"prune": {"bnless_criterion": "bn_scale"}},  # no gamma in a group without a BatchNorm: the weight criteria only
+     "params.yaml: prune.bnless_criterion: must be one of l1, l2, "),
     ({"evaluate": {"ship": "fastest"}}, "params.yaml: evaluate.ship: must be one of auto, fp16, uint8, int8, int8w"),
     ({"evaluate": {"batch_sizes": []}}, "params.yaml: evaluate.batch_sizes: must be a non-empty list"),
     ({"quantize": {"models": ["nope"]}}, "params.yaml: quantize.models[0]: no model named 'nope'"),

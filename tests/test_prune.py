@@ -250,6 +250,24 @@ def test_pruned_equals_masked_trained(trained, mode):
         assert_same_logits(pruned.train()(x), masked.train()(x))
 
 
+def test_a_group_without_batchnorm_is_cut_exactly():
+    """The surgery cuts a group that holds no BatchNorm too: StudentNet's cnn.7.3 reaches the classifier through
+    the average pool alone (no round selects it: the course's blocks stop at 6). mask_model silences its producer's
+    rows, weight and bias, instead of gammas; the cut net computes that, and only the last width shrinks."""
+    model = randomize(StudentNet(), seed=5)
+    assert "cnn.7.3" in prunable_groups(model, None) and "cnn.7.3" not in prunable_groups(model)
+    keep = {"cnn.7.3": torch.arange(0, 256, 3)}
+    pruned, masked = prune_model(model, keep), mask_model(model, keep)
+    assert pruned.widths == model.widths[:7] + [86] and tuple(pruned.fc[0].weight.shape) == (11, 86)
+    dropped = torch.ones(256, dtype=torch.bool)
+    dropped[keep["cnn.7.3"]] = False
+    assert (masked.cnn[7][3].weight[dropped] == 0).all() and (masked.cnn[7][3].bias[dropped] == 0).all()
+    assert (masked.cnn[7][3].weight[~dropped] != 0).any()
+    x = images()
+    assert_same_logits(logits(pruned, x), logits(masked, x))
+    assert not torch.allclose(logits(model, x), logits(masked, x), atol=1e-3)
+
+
 def test_mask_leaves_input_unchanged():
     model = randomize(StudentNet(), seed=4)
     gamma = model.cnn[5][1].weight.clone()
@@ -345,10 +363,9 @@ def test_selection_errors():
         prune_model(model, {"cnn.3.3": torch.tensor([1, 1, 2])})
     with pytest.raises(ValueError, match="distinct indices"):
         prune_model(model, {"cnn.3.3": torch.tensor([0, 128])})
-    with pytest.raises(ValueError, match="not a prunable group"):
-        prune_model(model, {"cnn.7.3": torch.tensor([0])})  # feeds the classifier, no BN to rank by
-    with pytest.raises(ValueError, match="not a prunable group"):
-        mask_model(model, {"fc.0": torch.tensor([0])})
+    for cut in (prune_model, mask_model):  # the classifier's output is never cut
+        with pytest.raises(ValueError, match="not a prunable group"):
+            cut(model, {"fc.0": torch.tensor([0])})
 
 
 def test_params_load_with_from_dict():

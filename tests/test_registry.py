@@ -15,13 +15,14 @@ from torch import nn
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from shrink.config import ParamsError, validate
 from shrink.formats import get_format, list_formats
-from shrink.criteria import list_criteria, score_groups
+from shrink.criteria import get_criterion, list_criteria, score_groups
 from shrink.models import (
     build_model, check_arch, count_params, get_entry, list_models, structure_of, student_kwargs, teacher_kwargs,
     torchvision_archs,
 )
 from shrink.prune import (
-    Graph, PruneParams, base_channels_of, bn_l1_hook, mask_model, prunable_bns, prunable_groups, rebuild_kwargs, slim,
+    Graph, PruneParams, base_channels_of, bn_l1_hook, keep_as_lists, mask_model, prunable_bns, prunable_groups,
+    prune_model, rebuild_kwargs, round_width, slim,
 )
 from shrink.runtime import load_runtime
 from conftest import assert_same_logits
@@ -35,10 +36,10 @@ CLASSES = ["a", "b", "c"]
 SIZE = 28
 
 
-def make(arch: str) -> nn.Module:
+def make(arch: str, num_classes: int = len(CLASSES)) -> nn.Module:
     """A student as the stages build it, with BN statistics and gammas that are not the init's."""
     torch.manual_seed(0)
-    model = build_model(arch, len(CLASSES), **student_kwargs(arch, 16, 1.0, small_input=True))
+    model = build_model(arch, num_classes, **student_kwargs(arch, 16, 1.0, small_input=True))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
@@ -60,10 +61,10 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x)
 
 
-def ckpt_of(model: nn.Module, arch: str, kwargs: dict) -> dict:
-    return {"model": arch, "model_kwargs": kwargs, "num_classes": len(CLASSES),
+def ckpt_of(model: nn.Module, arch: str, kwargs: dict, classes: list[str] = CLASSES) -> dict:
+    return {"model": arch, "model_kwargs": kwargs, "num_classes": len(classes),
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "params": {},
-            "data": {"classes": CLASSES, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": SIZE}}
+            "data": {"classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": SIZE}}
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -90,9 +91,12 @@ def test_sync_batchnorm_gives_the_same_groups_and_l1_targets(arch):
     assert {n: g.channels for n, g in sync_groups.items()} == {n: g.channels for n, g in groups.items()}
     for criterion in list_criteria():  # every criterion reads a SyncBatchNorm as it reads a BatchNorm
         sample = (images(4), torch.arange(4) % len(CLASSES))
-        scores, sync_scores = (score_groups(net, {n: g.tp_group for n, g in gs.items()}, criterion, sample=sample)
+        scores, sync_scores = (score_groups(net, {n: g.tp_group for n, g in gs.items()
+                                                  if g.bns or not get_criterion(criterion).bn_only},
+                                            criterion, sample=sample)
                                for net, gs in ((model, groups), (sync, sync_groups)))
-        for name in groups:
+        assert list(scores) == list(sync_scores)
+        for name in scores:
             torch.testing.assert_close(sync_scores[name], scores[name], rtol=0, atol=0, msg=f"{criterion} {name}")
 
     def l1_targets(net: nn.Module) -> list[str]:
@@ -159,7 +163,7 @@ def test_pruning_is_exact_and_smaller(cut):
     groups = prunable_groups(model)
     if arch == "studentnet":  # the course's blocks 3..6 only
         assert list(groups) == [f"cnn.{j}.3" for j in (3, 4, 5, 6)]
-    else:  # every group with a BN, never the classifier's output
+    else:  # every group (with a BN or without), never the classifier's output
         assert len(groups) >= 8
     assert set(keep) == set(groups)
     after = prunable_groups(pruned)
@@ -229,6 +233,50 @@ def test_export_and_load_every_artifact(cut, tmp_path):
         assert out.shape == ref.shape
         assert ((out - ref).norm() / ref.norm()).item() <= tolerance.get(kind, 0.1), kind
         assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9, kind
+
+
+def test_a_torchvision_student_cuts_its_layers_without_batchnorm(tmp_path):
+    """mobilenet_v3_small (10 classes, small input) cut to width 0.3 with the default params (bn_scale, global). Its
+    hidden Linear(576, 1024) and its squeeze-excitations' reduced channels hold no BatchNorm: prune.bnless_criterion
+    ranks them and each keeps the round's width, rounded as prune.round_to says. The BN groups keep what BN-only
+    pruning keeps (the global budget is theirs alone), so the net is smaller than BN-only pruning's by at least the
+    head's cut rows and columns; it computes its masked original, its checkpoint rebuilds from plain data (with the
+    kept channels) and its int8w ONNX file runs, smaller than BN-only pruning's."""
+    arch, classes, cfg, x = "mobilenet_v3_small", [str(i) for i in range(10)], PruneParams(), images()
+    model = make(arch, len(classes))
+    pruned, keep = slim(model, 0.3, cfg)
+    graph = Graph(model)
+    bnless = [n for n, g in graph.groups.items() if not g.bns]
+    assert "classifier.0" in bnless and any(n.endswith(".fc1") for n in bnless) and set(keep) == set(graph.groups)
+    for n in bnless:  # per layer, whatever the gammas say
+        base, floor = graph.groups[n].channels, min(cfg.min_channels, graph.groups[n].channels)
+        assert len(keep[n]) == round_width(max(int(base * 0.3), floor), base, cfg.round_to, floor), n
+    head = pruned.classifier[0]
+    assert head.out_features == len(keep["classifier.0"]) == 304  # int(0.3 * 1024) = 307, nearest multiple of 8
+    assert pruned.classifier[3].in_features == 304 and pruned.classifier[3].out_features == 10
+    bn_only = prune_model(model, {n: k for n, k in keep.items() if n not in bnless})
+    assert bn_only.classifier[0].in_features == head.in_features and bn_only.classifier[0].out_features == 1024
+    head_cut = (1024 - 304) * (head.in_features + 1 + 10)  # classifier.0's rows and biases, classifier.3's columns
+    assert count_params(bn_only) - count_params(pruned) >= head_cut
+    assert count_params(pruned) < 0.5 * count_params(bn_only)
+    assert logits(pruned, x).shape == (len(x), 10)
+    assert_same_logits(logits(pruned, x), logits(mask_model(model, keep), x))
+
+    kwargs = rebuild_kwargs(pruned, student_kwargs(arch, 16, 1.0, small_input=True))
+    path = tmp_path / "prune.pt"
+    save_checkpoint(path, pruned, name=arch, model_kwargs=kwargs, num_classes=10, params={},
+                    data_meta=ckpt_of(pruned, arch, kwargs, classes)["data"],
+                    extra={"base_channels": base_channels_of(model), "kept_channels": keep_as_lists(keep)})
+    ckpt = load_checkpoint(path)
+    assert ckpt["model_kwargs"]["structure"]["classifier.0"] == [head.in_features, 304]
+    assert ckpt["kept_channels"]["classifier.0"] == keep["classifier.0"].tolist()
+    assert torch.equal(logits(model_from_checkpoint(ckpt), x), logits(pruned, x))
+    fmt, calib = get_format("int8w"), torch.randn(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    size = fmt.save(ckpt, calib, tmp_path / f"prune.{fmt.suffix}")
+    out, ref = load_runtime(tmp_path / f"prune.{fmt.suffix}")(x), logits(pruned, x)
+    assert ((out - ref).norm() / ref.norm()).item() <= 0.1 and torch.equal(out.argmax(1), ref.argmax(1))
+    bn_only_kwargs = rebuild_kwargs(bn_only, student_kwargs(arch, 16, 1.0, small_input=True))
+    assert size < 0.5 * fmt.save(ckpt_of(bn_only, arch, bn_only_kwargs, classes), calib, tmp_path / "bn_only.onnx")
 
 
 # ---------------------------------------------------------------- registry rules

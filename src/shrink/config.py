@@ -261,6 +261,8 @@ class PruneParams:
     Args:
         criterion: how channels are ranked, a name in the ``criteria`` registry (checked by ``Params``);
             bn_scale: BatchNorm |gamma| (Network Slimming, the course's).
+        bnless_criterion: how a group without a BatchNorm is ranked when ``criterion`` reads BatchNorms only
+            (bn_scale): a criterion that reads weights; such groups are cut per layer (``prune.criterion_of``).
         mode: "layer" (the course: per-layer top-k by the criterion) or "global" (Liu et al.: one
             threshold on the scores across the prunable layers, same total count).
         min_channels: floor of channels per pruned layer, so no layer disappears.
@@ -272,6 +274,7 @@ class PruneParams:
     """
 
     criterion: str = "bn_scale"
+    bnless_criterion: str = "l1"
     mode: Literal["layer", "global"] = "global"
     min_channels: int = 8
     blocks: list[int] = field(default_factory=lambda: list(PRUNABLE_BLOCKS))
@@ -363,9 +366,14 @@ class Params:
                 models.check_arch(getattr(self, key).arch, role)
             except ValueError as e:
                 raise FieldError(f"{key}.arch", str(e)) from None
-        criteria = _registry("criteria").list_criteria()
+        registry = _registry("criteria")
+        criteria = registry.list_criteria()
         if self.prune.criterion not in criteria:
             raise FieldError("prune.criterion", f"must be one of {', '.join(criteria)}, got {self.prune.criterion!r}")
+        weights = [c for c in criteria if not registry.get_criterion(c).bn_only]  # what can rank a BN-less group
+        if self.prune.bnless_criterion not in weights:
+            raise FieldError("prune.bnless_criterion", f"must be one of {', '.join(weights)} (a criterion that reads "
+                             f"weights), got {self.prune.bnless_criterion!r}")
         rounds = self.prune.rounds
         if CONTROL in rounds:
             raise FieldError(f"prune.rounds.{CONTROL}", "the control's name (models/control.pt): rename the round")

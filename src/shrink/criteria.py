@@ -8,7 +8,9 @@ layer's output channels, Torch-Pruning's ``root_idxs``). Higher scores are kept.
 Per channel, normalised within its group as Torch-Pruning does by default unless said:
 
 * ``bn_scale``: ``BNScaleImportance``, the mean |gamma| of the group's BatchNorms, raw (not normalised): the
-  course's criterion and Network Slimming's (Liu et al.).
+  course's criterion and Network Slimming's (Liu et al.). It reads BatchNorms only (``bn_only``): a group without
+  one (MobileNetV3's hidden classifier Linear, squeeze-excitation's reduced channels) is ranked by
+  ``prune.bnless_criterion`` instead (``prune.criterion_of``).
 * ``l1``, ``l2``: ``GroupMagnitudeImportance(p=1 / 2)``, the mean over the group's layers of the L1 / squared L2
   norm of the channel's weights, divided by the group's mean.
 * ``taylor``: ``GroupTaylorImportance``, the mean over the layers of sum |weight x gradient| of the cross-entropy
@@ -65,6 +67,7 @@ class Criterion:
         doc: one line for listings.
         sample_images: training images whose loss gradients it reads (0: none, it needs no data).
         seeded: it draws random numbers (from a generator seeded with the run's seed).
+        bn_only: it reads BatchNorms only, so it cannot rank a group that holds none.
     """
 
     name: str
@@ -72,17 +75,18 @@ class Criterion:
     doc: str
     sample_images: int = 0
     seeded: bool = False
+    bn_only: bool = False
 
 
 _CRITERIA: dict[str, Criterion] = {}
 
 
 def register_criterion(name: str, make: Callable[[], tp.importance.Importance], doc: str, *,
-                       sample_images: int = 0, seeded: bool = False) -> Criterion:
+                       sample_images: int = 0, seeded: bool = False, bn_only: bool = False) -> Criterion:
     """Add a criterion to the registry (a name may be registered once); returns its entry."""
     if name in _CRITERIA:
         raise ValueError(f"criterion {name!r} is registered already")
-    _CRITERIA[name] = Criterion(name, make, doc, sample_images, seeded)
+    _CRITERIA[name] = Criterion(name, make, doc, sample_images, seeded, bn_only)
     return _CRITERIA[name]
 
 
@@ -99,7 +103,7 @@ def get_criterion(name: str) -> Criterion:
 
 
 register_criterion("bn_scale", lambda: tp.importance.BNScaleImportance(normalizer=None),
-                   "mean |gamma| of the group's BatchNorms (Network Slimming, the course's)")
+                   "mean |gamma| of the group's BatchNorms (Network Slimming, the course's)", bn_only=True)
 register_criterion("l1", lambda: tp.importance.GroupMagnitudeImportance(p=1), "group L1 norm of the weights")
 register_criterion("l2", lambda: tp.importance.GroupMagnitudeImportance(p=2), "group L2 norm of the weights")
 register_criterion("taylor", lambda: tp.importance.GroupTaylorImportance(),

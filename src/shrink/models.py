@@ -252,7 +252,7 @@ class Slimming:
 
     Args:
         groups: ``groups(prune.blocks)`` -> the names of the prunable groups (data per arch, e.g. StudentNet's
-            course blocks); None: every traced group with a BatchNorm but the classifier's output.
+            course blocks); None: every traced group but the classifier's output.
         rebuild: ``rebuild(cut net)`` -> the net to keep after the surgery (StudentNet: a clean
             ``StudentNet(widths=...)``); the identity by default.
         rebuild_kwargs: ``rebuild_kwargs(cut net, parent's model_kwargs)`` -> ``model_kwargs`` that rebuild it

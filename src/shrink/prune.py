@@ -4,13 +4,16 @@ One mechanism for every arch, in three parts (Torch-Pruning's):
 
 * *groups*: the coupled channel groups, found by tracing with Torch-Pruning's ``DependencyGraph``
   (``prunable_groups``). A group is named by the first layer, in module order, whose output
-  channels it holds and is prunable when it holds at least one BatchNorm (any ``_BatchNorm``, so
-  SyncBatchNorm too) and is not the classifier's output. Which groups are prunable is data per arch,
-  in the model registry (``models.slimming_of``): StudentNet's are the course's ``cnn.{j}.3`` for
-  ``j`` in ``prune.blocks``; every other arch's are all of them.
+  channels it holds; every group but the classifier's output is prunable, with or without a BatchNorm (any
+  ``_BatchNorm``, so SyncBatchNorm too). Which groups a round cuts is data per arch, in the model registry
+  (``models.slimming_of``): StudentNet's are the course's ``cnn.{j}.3`` for ``j`` in ``prune.blocks``;
+  every other arch's are all of them.
 * *criterion*: how a group's channels are ranked, ``prune.criterion``, one entry of the ``criteria`` registry
   each (Torch-Pruning's ``tp.importance`` classes). The default, ``bn_scale``, is Network Slimming's: the mean
   ``|gamma|`` of the BatchNorms of its group (StudentNet's groups hold exactly one BN: its ``|gamma|``).
+  A group without a BatchNorm (MobileNetV3's hidden ``Linear(576, 1024)``, squeeze-excitation's reduced
+  channels) has no gamma: under ``bn_scale`` it is ranked by ``prune.bnless_criterion`` (l1 by default) and
+  cut per layer to the round's width (``criterion_of``, ``slim``).
 * *selection*: ``choose`` (per layer or global, with floors and ``round_to``), then one surgery per
   group (``prune_model``) that removes the channels from every coupled layer.
 
@@ -58,7 +61,7 @@ import torch_pruning as tp
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .config import PruneParams, RoundParams  # noqa: F401 (re-exported)
-from .criteria import Sample, score_groups
+from .criteria import Sample, get_criterion, score_groups
 from .models import PRUNABLE_BLOCKS, output_layer_name, slimming_of
 
 K = TypeVar("K")
@@ -75,7 +78,9 @@ class Group:
             ``cnn.{j}.3``.
         channels: its current number of channels.
         root: the root layer; ``fn`` its out-channel pruning function (Torch-Pruning's).
-        bns: ``(BatchNorm, its group channel for each BN channel)`` for every BN in the group.
+        bns: ``(BatchNorm, its group channel for each BN channel)`` for every BN in the group (may be none).
+        producers: ``(Conv2d or Linear, its group channel for each output channel, -1 if in another group)`` for
+            every layer whose output channels the group holds (what ``mask_model`` silences without a BN).
         tp_group: Torch-Pruning's group holding all its channels (what a ``criteria`` importance scores).
     """
 
@@ -84,7 +89,15 @@ class Group:
     root: nn.Module
     fn: Callable
     bns: list[tuple[_BatchNorm, torch.Tensor]]
+    producers: list[tuple[nn.Module, torch.Tensor]]
     tp_group: tp.dependency.Group
+
+
+def _group_channels(item: Any, size: int) -> torch.Tensor:
+    """The group channel of each of a layer's ``size`` channels in a traced group's ``item`` (-1: not in it)."""
+    perm = torch.full((size,), -1, dtype=torch.long)
+    perm[torch.as_tensor(item.idxs, dtype=torch.long)] = torch.as_tensor(item.root_idxs, dtype=torch.long)
+    return perm
 
 
 class Graph:
@@ -94,8 +107,8 @@ class Graph:
         model: the net (traced in eval mode on a zero batch; its mode and BN statistics are left as they were).
             A SyncBatchNorm needs no process group in eval mode, so a converted net traces on the CPU.
         blocks: ``prune.blocks``, which the arch's registry entry maps to its prunable groups (StudentNet's
-            course blocks; other archs: every group with a BN but the classifier's output). None: every
-            group with a BN but the classifier's output, for any arch (what the surgery may cut).
+            course blocks; other archs: every group but the classifier's output). None: every group but the
+            classifier's output, for any arch (what the surgery may cut).
     """
 
     def __init__(self, model: nn.Module, blocks: Optional[Sequence[int]] = PRUNABLE_BLOCKS) -> None:
@@ -115,25 +128,17 @@ class Graph:
         groups: dict[str, Group] = {}
         for g in self.dg.get_all_groups(ignored_layers=[head], root_module_types=(nn.Conv2d, nn.Linear)):
             root, fn = g[0].dep.target.module, g[0].dep.handler
-            n = len(g[0].idxs)
-            bns = []
+            bns, producers = [], []
             for item in g:
                 m = item.dep.target.module
                 if isinstance(m, _BatchNorm):  # SyncBatchNorm too: DDP on CUDA converts every BN
-                    order = torch.as_tensor(item.root_idxs, dtype=torch.long)  # group channel of each BN channel
-                    bn_idx = torch.as_tensor(item.idxs, dtype=torch.long)
-                    perm = torch.full((m.num_features,), -1, dtype=torch.long)
-                    perm[bn_idx] = order
-                    assert (perm >= 0).all(), f"{names[m]}: only part of its channels are in group {names[root]}"
-                    bns.append((m, perm))
-            # no BN (e.g. squeeze-excitation's reduced channels): not prunable, whatever the criterion: bn_scale has
-            # no gamma to rank by, and mask_model's exactness reference silences channels through their BNs
-            if bns:
-                # named by its first producer in module order (tracing order is not stable to read)
-                producers = [names[i.dep.target.module] for i in g if isinstance(i.dep.target.module, (nn.Conv2d, nn.Linear))
-                             and self.dg.is_out_channel_pruning_fn(i.dep.handler)]
-                name = min(producers, key=rank.__getitem__)
-                groups[name] = Group(name, n, root, fn, bns, g)
+                    bns.append((m, _group_channels(item, m.num_features)))
+                    assert (bns[-1][1] >= 0).all(), f"{names[m]}: only part of its channels are in group {names[root]}"
+                elif isinstance(m, (nn.Conv2d, nn.Linear)) and self.dg.is_out_channel_pruning_fn(item.dep.handler):
+                    producers.append((m, _group_channels(item, m.weight.shape[0])))
+            # named by its first producer in module order (tracing order is not stable to read)
+            name = min((names[m] for m, _ in producers), key=rank.__getitem__)
+            groups[name] = Group(name, len(g[0].idxs), root, fn, bns, producers, g)
         select = slimming_of(model).groups
         if blocks is not None and select is not None:  # data per arch, e.g. the course's blocks only
             wanted = select(blocks)
@@ -153,6 +158,27 @@ class Graph:
 def prunable_groups(model: nn.Module, blocks: Optional[Sequence[int]] = PRUNABLE_BLOCKS) -> dict[str, int]:
     """{group name: channels} of the prunable groups of ``model`` (see ``Graph``)."""
     return {n: g.channels for n, g in Graph(model, blocks).groups.items()}
+
+
+def criterion_of(group: Group, cfg: PruneParams) -> str:
+    """The criterion that ranks ``group``'s channels: ``cfg.criterion``, or ``cfg.bnless_criterion`` for a group
+    without a BatchNorm when ``cfg.criterion`` reads BatchNorms only (``bn_scale``).
+
+    Such a group is then cut per layer to the round's width, in global mode too (``slim``). Why not rank it in the
+    global pool: a weight norm and a gamma are different units, and any exchange rate between them (each group's
+    scores over their mean, quantiles of the gammas) would be a made-up number deciding how much of the budget
+    the head gets; and ``slim.l1`` makes only gammas sparse, so Network Slimming's premise, that a small score
+    marks a channel training has already switched off, does not hold for these groups anyway. Per layer, a round
+    of width w keeps w of each such group, as ``prune.mode: layer`` does, whatever the gammas say.
+    """
+    return cfg.bnless_criterion if not group.bns and get_criterion(cfg.criterion).bn_only else cfg.criterion
+
+
+def sample_images(cfg: PruneParams) -> int:
+    """Training images whose gradients the round's criteria read (0: none): what ``slim``'s ``sample`` needs."""
+    main = get_criterion(cfg.criterion)
+    used = [main] + ([get_criterion(cfg.bnless_criterion)] if main.bn_only else [])
+    return max(c.sample_images for c in used)
 
 
 def prunable_bns(model: nn.Module, blocks: Sequence[int] = PRUNABLE_BLOCKS) -> list[_BatchNorm]:
@@ -299,8 +325,11 @@ def mask_model(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> nn.Module:
     Squeeze-excitation is safe for the same reason: its pooled input of a silenced channel is 0, and
     its output scale multiplies that channel's zeros. (Zeroing gamma alone would leave ``act(beta)``
     flowing on: the original net is *not* the reference, and that gap is what fine-tuning recovers.)
-    A net whose group holds a channel that reaches a consumer through no BN, or through an activation
-    with f(0) != 0 (e.g. sigmoid), would not be exact this way; none of the tested archs has one.
+    A group without a BatchNorm gets its producers' output rows (weight and bias) zeroed instead: the channel
+    is 0 where it leaves them, and the same argument holds from there (MobileNetV3's head: hardswish, then
+    dropout; squeeze-excitation: ReLU or SiLU before its second 1x1; StudentNet's last pointwise: the pool).
+    A net whose group holds a channel that reaches a consumer through an activation with f(0) != 0 (e.g.
+    sigmoid) would not be exact this way; none of the tested archs has one.
 
     Args:
         model: the net (unchanged).
@@ -310,12 +339,12 @@ def mask_model(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> nn.Module:
     graph = Graph(masked, blocks=None)
     keep = _validate_keep({n: g.channels for n, g in graph.groups.items()}, keep)
     for name, idx in keep.items():
-        for bn, perm in graph.groups[name].bns:
-            drop = torch.ones(bn.num_features, dtype=torch.bool)
-            drop[torch.isin(perm, idx)] = False
-            drop = drop.to(bn.weight.device)
-            bn.weight[drop] = 0.0
-            bn.bias[drop] = 0.0
+        g = graph.groups[name]
+        for layer, perm in g.bns or g.producers:
+            drop = ((perm >= 0) & ~torch.isin(perm, idx)).to(layer.weight.device)
+            layer.weight[drop] = 0.0
+            if layer.bias is not None:
+                layer.bias[drop] = 0.0
     return masked
 
 
@@ -324,6 +353,9 @@ def slim(
     sample: Optional[Sample] = None, seed: int = 0,
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """One pruning round's cut on any arch: rank channels by ``cfg.criterion``, choose, build the smaller net.
+
+    Groups ranked by ``cfg.bnless_criterion`` instead (``criterion_of``) are chosen per layer, whatever
+    ``cfg.mode``; the others as ``cfg.mode`` says, the global budget being theirs alone.
 
     Args:
         model: the parent net (unchanged: a criterion that reads gradients puts them back).
@@ -337,14 +369,18 @@ def slim(
         (pruned net, {group name: kept channel indices of the parent}).
     """
     graph = Graph(model, cfg.blocks)
-    scores = score_groups(model, {n: g.tp_group for n, g in graph.groups.items()}, cfg.criterion,
-                          sample=sample, seed=seed)
     base = dict(base_channels) if base_channels is not None else {n: g.channels for n, g in graph.groups.items()}
-    missing = [n for n in scores if n not in base]
+    missing = [n for n in graph.groups if n not in base]
     if missing:
         raise ValueError(f"base channels lack the groups {missing[:5]}: the parent was not pruned from this arch")
-    targets = {n: int(base[n] * width) for n in scores}
-    keep = choose(scores, targets, mode=cfg.mode, min_channels=cfg.min_channels, round_to=cfg.round_to)
+    keep: dict[str, torch.Tensor] = {}
+    for criterion, mode in ((cfg.criterion, cfg.mode), (cfg.bnless_criterion, "layer")):
+        groups = {n: g.tp_group for n, g in graph.groups.items() if n not in keep and criterion_of(g, cfg) == criterion}
+        if groups:
+            scores = score_groups(model, groups, criterion, sample=sample, seed=seed)
+            keep.update(choose(scores, {n: int(base[n] * width) for n in scores}, mode=mode,
+                               min_channels=cfg.min_channels, round_to=cfg.round_to))
+    keep = {n: keep[n] for n in graph.groups}
     return prune_model(model, keep), keep
 
 

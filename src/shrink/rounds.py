@@ -16,11 +16,10 @@ from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import CONTROL, PruneParams, SlimParams
-from .criteria import get_criterion
 from .data import load_meta, load_split, normalizer, train_sample
 from .distill import make_kd_loss
 from .pipeline import Outputs, TrainJob, as_params, run_training
-from .prune import base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, slim
+from .prune import base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, sample_images, slim
 from .train import loss_and_accuracy, seed_everything
 
 
@@ -77,7 +76,7 @@ def run_round(
     if not control:  # the cut; the control keeps every channel
         width = cfg.rounds[name].width
         base_channels = ckpt.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
-        images = get_criterion(cfg.criterion).sample_images
+        images = sample_images(cfg)
         sample = train_sample(data_dir, images, seed) if images else None  # own generator: training's is untouched
         model, keep = slim(model, width, cfg, base_channels, sample=sample, seed=seed)
         _, cut_acc = loss_and_accuracy(model, load_split(data_dir, "val"), normalizer(load_meta(data_dir)))
