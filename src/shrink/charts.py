@@ -45,7 +45,7 @@ def kind_style(kind: str) -> tuple[str, str]:
     return (get_format(kind).marker, get_format(kind).colour) if kind in list_formats() else ("x", "tab:gray")
 
 
-def _styled(fn):
+def styled(fn):
     """Run ``fn`` under matplotlib's default style: artists read rcParams when they are made, and a
     user's matplotlibrc must not change the pictures."""
     @functools.wraps(fn)
@@ -55,13 +55,13 @@ def _styled(fn):
     return wrapper
 
 
-def _figure(ncols: int = 1) -> tuple[Figure, list]:
+def new_figure(ncols: int = 1) -> tuple[Figure, list]:
     # a bare Figure (no pyplot): no global figure registry, and savefig renders with the Agg canvas
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
-@_styled
+@styled
 def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG bytes; no version stamp, so identical data give identical bytes."""
     buf = io.BytesIO()
@@ -94,7 +94,7 @@ def shipped_name(ev: dict[str, Any], shipped: str | None = None) -> str | None:
     raise ValueError(f"shipped artifact {shipped!r} is none of the evaluated models ({', '.join(rows)})")
 
 
-@_styled
+@styled
 def accuracy_vs_bytes(ev: dict[str, Any], shipped: str | None = None) -> Figure:
     """Scatter of test accuracy against bytes on disk (log x), one point per model and artifact.
 
@@ -104,7 +104,7 @@ def accuracy_vs_bytes(ev: dict[str, Any], shipped: str | None = None) -> Figure:
     """
     rows = model_rows(ev)
     ship = shipped_name(ev, shipped)
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
     for kind in kinds:
         marker, colour = kind_style(kind)
@@ -131,7 +131,7 @@ def _float(v: Any) -> float:
     return float(v) if v not in (None, "") else math.nan
 
 
-@_styled
+@styled
 def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int = COURSE_LIMIT) -> Figure:
     """Test accuracy against bytes on disk (log x) and against MACs per image, one point per round.
 
@@ -143,7 +143,7 @@ def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int 
     """
     if not rows:
         raise ValueError("tradeoff: no rows (plots/prune.csv is empty)")
-    fig, (by_ax, mac_ax) = _figure(2)
+    fig, (by_ax, mac_ax) = new_figure(2)
     acc = [_float(r["test_acc"]) for r in rows]
     kind = rows[-1].get("kind", "")
     for ax, field, label in ((by_ax, "bytes", f"bytes on disk of the {kind} artifact (log scale)"),
@@ -174,7 +174,7 @@ def tradeoff(rows: list[dict[str, Any]], shipped: str | None = None, limit: int 
     return fig
 
 
-@_styled
+@styled
 def prune_rounds(rows: list[dict[str, Any]]) -> Figure:
     """Accuracy (test, and validation right after the cut) and parameters per prune round.
 
@@ -185,7 +185,7 @@ def prune_rounds(rows: list[dict[str, Any]]) -> Figure:
     if not rows:
         raise ValueError("prune_rounds: no rows (plots/prune.csv is empty)")
     rounds = [int(r["round"]) for r in rows]
-    fig, (acc_ax, par_ax) = _figure(2)
+    fig, (acc_ax, par_ax) = new_figure(2)
     acc_ax.plot(rounds, [_float(r["test_acc"]) for r in rows], marker="o", label="test acc (after fine-tuning)")
     cut = [(i, _float(r.get("val_acc_after_cut"))) for i, r in zip(rounds, rows)]
     cut = [(i, v) for i, v in cut if not math.isnan(v)]
@@ -219,7 +219,7 @@ def latency_rows(lat: dict[str, Any], batch_sizes: Iterable[int] = (1, 64)) -> l
     return out
 
 
-@_styled
+@styled
 def latency(lat: dict[str, Any], batch_sizes: Iterable[int] = (1, 64)) -> Figure:
     """Horizontal bars of median latency per model (labelled with its runtime when given), one panel per batch size.
 
@@ -232,7 +232,7 @@ def latency(lat: dict[str, Any], batch_sizes: Iterable[int] = (1, 64)) -> Figure
     if not rows:
         raise ValueError(f"latency: no model has latency_b<N>_ms for batch sizes {batch_sizes}")
     labels = [f"{n} ({rt})" if rt else n for n, rt, _ in rows]
-    fig, axes = _figure(len(batch_sizes))
+    fig, axes = new_figure(len(batch_sizes))
     y = list(range(len(rows)))
     for i, (ax, bs) in enumerate(zip(axes, batch_sizes)):
         ms = [v[i] for _, _, v in rows]
@@ -249,7 +249,7 @@ def latency(lat: dict[str, Any], batch_sizes: Iterable[int] = (1, 64)) -> Figure
     return fig
 
 
-@_styled
+@styled
 def training_curves(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Figure:
     """Validation accuracy and training loss per epoch of each trained model.
 
@@ -258,7 +258,7 @@ def training_curves(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Fi
     """
     if not curves:
         raise ValueError("training_curves: no curves")
-    fig, (acc_ax, loss_ax) = _figure(2)
+    fig, (acc_ax, loss_ax) = new_figure(2)
     for name, c in curves.items():
         for ax, key in ((acc_ax, "val_acc"), (loss_ax, "train_loss")):
             pts = c.get(key) or []
@@ -273,7 +273,7 @@ def training_curves(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Fi
     return fig
 
 
-@_styled
+@styled
 def confusion(rows: list[dict[str, Any]], classes: list[str]) -> Figure:
     """Counts of (actual, predicted) class pairs as a heat map, actual classes down, predicted across.
 
@@ -287,7 +287,7 @@ def confusion(rows: list[dict[str, Any]], classes: list[str]) -> Figure:
     counts = [[0] * len(classes) for _ in classes]
     for r in rows:
         counts[index[r["actual"]]][index[r["predicted"]]] += 1
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     ax.imshow(counts, cmap="Blues")
     ticks = range(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=7)

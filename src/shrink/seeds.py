@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .charts import _figure, _styled, png_bytes
+from .charts import new_figure, styled, png_bytes
 from .io import atomic_path, write_text
 from .stats import mean_sd
 
@@ -285,11 +285,11 @@ def write_markdown(groups: list[Group], pooled: list[Group], runs: list[Run], me
     return "\n".join(lines)
 
 
-@_styled
+@styled
 def tradeoff_chart(pooled: list[Group], first: Group, metric: str):
     """``metric`` against bytes (log x) of each round's shipped-kind artifact, mean ± sd over the seeds as
     error bars, one series per pooled group; the shipped file's mean ± sd as a star."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     for i, g in enumerate(pooled):
         colour = f"C{i}"
         rows = _pool(g.measured(), lambda f: f.tradeoff)
