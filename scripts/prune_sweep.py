@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "order: another sample of the same setting)")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", help="append the JSON lines here too")
+    ap.add_argument("--hits", help="folder: save each round's int8w per-image hits on val and test "
+                                   "(<label>-s<seed>-w<width>.pt), for paired intervals between runs")
     a = ap.parse_args(argv)
     a.widths = [float(w) for w in a.widths.split(",")]
     a.epochs = [int(e) for e in a.epochs.split(",")]
@@ -90,8 +92,11 @@ def measure(a: argparse.Namespace, cfg: Any, slim: Any, name: str, parent: str |
                   out=tmp / f"{name}.pt", metrics_path=tmp / f"{name}.json")
     size = save_int8w(load_checkpoint(tmp / f"{name}.pt"), tmp / f"{name}.int8w.onnx")
     run, norm = load_runtime(tmp / f"{name}.int8w.onnx", torch.get_num_threads()), normalizer(load_meta(a.data))
-    q_val, q_test = (accuracy(run, load_split(a.data, s), norm)[0] for s in ("val", "test"))
+    (q_val, hit_val), (q_test, hit_test) = (accuracy(run, load_split(a.data, s), norm) for s in ("val", "test"))
     rnd = cfg.rounds[name]
+    if a.hits:
+        Path(a.hits).mkdir(parents=True, exist_ok=True)
+        torch.save({"val": hit_val, "test": hit_test}, Path(a.hits) / f"{a.label}-s{a.seed}-w{rnd.width}.pt")
     return {"width": rnd.width, "round_epochs": rnd.epochs, "params": m["params"], "channels": m["channels"],
             "val_after_cut": round(m["val_acc_after_cut"], 4), "val_acc": round(m["val_acc"], 4),
             "test_acc": round(m["test_acc"], 4), "int8w_bytes": size, "int8w_val": round(q_val, 4),

@@ -160,8 +160,11 @@ def test_read_live_curves_reads_dvclive_tsv(tmp_path: Path):
 
 def test_write_charts_writes_pngs_and_markdown_with_relative_links(tmp_path: Path):
     pairs = [{"actual": "a", "predicted": "a"}, {"actual": "a", "predicted": "b"}, {"actual": "b", "predicted": "b"}]
+    screened = {"epochs": 1, "reference": {"width": 1.0, "val_acc": 0.91, "int8w_bytes": 265_000},
+                "curve": [{"width": w, "val_acc": a, "int8w_bytes": b}
+                          for w, a, b in ((0.5, 0.909, 88_000), (0.25, 0.903, 38_000), (0.13, 0.88, 24_000))]}
     md = charts.write_charts(EV, LAT, charts.csv_rows(PRUNE_CSV), CURVES, tmp_path / "charts", tmp_path,
-                             confusion_rows=pairs, classes=["a", "b", "c"])
+                             confusion_rows=pairs, classes=["a", "b", "c"], screened=(screened, 0.5, [0.5, 0.25]))
     for name, caption in charts.CHARTS.items():
         assert (tmp_path / "charts" / name).read_bytes()[:4] == b"\x89PNG"
         assert f"![{caption}](charts/{name})" in md

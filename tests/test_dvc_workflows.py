@@ -175,7 +175,7 @@ def test_repro_after_a_full_run_does_nothing(tiny_run):
 def test_distill_param_reruns_distill_and_its_descendants_only(temperature_run):
     r = temperature_run
     downstream = descendants(r.lock_before, "distill")
-    assert downstream[:3] == ROUNDS
+    assert downstream[:2] == ["screen", "plan"] and downstream[2:5] == ROUNDS  # the knee search, then the rounds
     # `dvc status` compares each stage's own deps with dvc.lock: it names distill (and any stage
     # declaring the same param), not the stages that depend on models/distill.pt, which changes
     # only once distill has rerun.
@@ -191,21 +191,25 @@ def test_distill_param_reruns_distill_and_its_descendants_only(temperature_run):
 
 
 def test_round_param_reruns_that_round_and_later_rounds_only(tiny_run, tmp_path):
+    """A round's own param reruns the plan (it reads prune.rounds: cheap, no training), that round and the rounds
+    below it; not the knee search's screen, and not prune_1 (width auto), whose plan file stays the same."""
     proj = copy_project(tiny_run, tmp_path / "proj")
     before = read_lock(proj)
     set_param(proj, "prune.rounds.prune_2.epochs", 2)
     downstream = descendants(before, "prune@prune_2")
     changed = status(proj)
     assert changed["prune@prune_2"] == [{"changed deps": {"params.yaml": {"prune.rounds.prune_2": "modified"}}}]
-    assert set(changed) <= {"prune@prune_2", *downstream}  # e.g. a stage reading all of prune.rounds
+    assert set(changed) <= {"prune@prune_2", "plan", *downstream}  # e.g. a stage reading all of prune.rounds
     assert "prune@prune_2" in dvc(proj, "status").stdout
+    assert changed["plan"] == [{"changed deps": {"params.yaml": {"prune.rounds": "modified"}}}]
     ran = ran_stages(dvc(proj, "repro").stdout)
-    assert ran[:2] == ["prune@prune_2", "prune@prune_3"] and sorted(ran) == sorted(["prune@prune_2", *downstream])
+    assert ran[:3] == ["plan", "prune@prune_2", "prune@prune_3"]
+    assert sorted(ran) == sorted(["plan", "prune@prune_2", *downstream])
     assert_ran_in_dependency_order(ran, before)
     after = read_lock(proj)
     for stage in set(before) - set(ran):
         assert after[stage] == before[stage], f"{stage} was touched"
-    assert {"prepare", "teacher", "student", "distill", "prune@prune_1"} <= set(before) - set(ran)
+    assert {"prepare", "teacher", "student", "distill", "screen", "prune@prune_1"} <= set(before) - set(ran)
     assert json.loads((proj / "models/prune_2.run.json").read_text())["epochs"] == 2
     assert status(proj) == {}
 

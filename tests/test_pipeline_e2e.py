@@ -132,7 +132,7 @@ def test_the_prune_sweep_runs_what_the_prune_stages_run(tiny_run, tmp_path):
     and torch threads, its rounds have the stages' figures and int8w files, and it leaves nothing in the project."""
     rounds = yaml.safe_load((tiny_run / "params.yaml").read_text())["prune"]["rounds"]
     assert rounds["prune_2"]["parent"] == "prune_1" and rounds["prune_1"]["parent"] == "distill"
-    widths = ",".join(str(rounds[r]["width"]) for r in ROUNDS[:2])
+    widths = ",".join(str(json.loads((tiny_run / f"search/plan/{r}.json").read_text())["width"]) for r in ROUNDS[:2])
     epochs = ",".join(str(rounds[r]["epochs"]) for r in ROUNDS[:2])
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/prune_sweep.py"), "--widths", widths, "--epochs", epochs,
                            "--threads", "0", "--out", str(tmp_path / "sweep.jsonl")], cwd=tiny_run, capture_output=True,

@@ -35,6 +35,7 @@ CHARTS = {  # file name -> caption in report.md
     "latency.png": "CPU latency per model and runtime",
     "training_curves.png": "Training curves",
     "confusion.png": "Confusion matrix of the shipped model on the test split",
+    "screen.png": "The knee search's screen: validation accuracy of each screened cut against its int8w bytes",
 }
 
 
@@ -207,6 +208,42 @@ def prune_rounds(rows: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def screen(curve: dict[str, Any], max_drop: float, picks: Iterable[float] = ()) -> Figure:
+    """The knee search's screen: each screened cut's validation accuracy (after the short fine-tune) against its
+    weight-only int8 bytes, the uncut reference fine-tuned alike, the tolerance line (reference - ``max_drop``
+    points) and the widths the plan picked.
+
+    Args:
+        curve: ``search/curve.json`` (``reference`` and ``curve`` rows: width, val_acc, int8w_bytes).
+        picks: the widths given to rounds of width auto.
+    """
+    rows, ref = curve["curve"], curve["reference"]
+    if not rows or not ref:
+        raise ValueError("screen: no screened width (search/curve.json is empty)")
+    fig, (ax,) = new_figure()
+    ax.plot([r["int8w_bytes"] for r in rows], [r["val_acc"] for r in rows], marker="o", label="screened cut")
+    for r in rows:
+        ax.annotate(f"{r['width']:g}", (r["int8w_bytes"], r["val_acc"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=8)
+    ax.scatter([ref["int8w_bytes"]], [ref["val_acc"]], marker="s", color="tab:green", zorder=3,
+               label="uncut, fine-tuned alike")
+    ax.axhline(ref["val_acc"] - max_drop / 100, color="tab:red", linestyle="--", linewidth=1,
+               label=f"tolerance ({max_drop:g} pt below the uncut)")
+    chosen = [r for r in rows if r["width"] in set(picks)]
+    if chosen:
+        ax.scatter([r["int8w_bytes"] for r in chosen], [r["val_acc"] for r in chosen], s=120, facecolors="none",
+                   edgecolors="tab:orange", linewidths=2, zorder=4, label="picked for the rounds")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("int8w bytes (log)")
+    ax.set_ylabel(f"validation accuracy after {curve['epochs']} epoch{'' if curve['epochs'] == 1 else 's'}")
+    ax.set_title("Knee search: the screen")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def latency_rows(lat: dict[str, Any], batch_sizes: Iterable[int] = (1, 64)) -> list[tuple[str, str | None, list[float]]]:
     """(model, runtime or None, [ms per batch size]) for every model of ``metrics/latency.json`` that has them."""
     out = []
@@ -334,7 +371,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
                  curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str | os.PathLike,
                  report_dir: str | os.PathLike, shipped: str | None = None,
                  batch_sizes: Iterable[int] = (1, 64), confusion_rows: list[dict[str, Any]] | None = None,
-                 classes: list[str] | None = None) -> str:
+                 classes: list[str] | None = None, screened: tuple[dict[str, Any], float, list[float]] | None = None
+                 ) -> str:
     """Write the charts (``CHARTS``) into ``out_dir``; returns the markdown that embeds them in a
     report that lives in ``report_dir`` (image links relative to it).
 
@@ -345,6 +383,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
         shipped: name of the shipped artifact (default: ``ev["shipped"]["artifact"]`` when present).
         confusion_rows, classes: the shipped model's test predictions and the class names; without them
             ``confusion.png`` is not drawn.
+        screened: (the screen's curve, ``evaluate.max_drop``, the picked widths) for ``screen.png``; without it
+            (or with an empty curve) ``screen.png`` is not drawn.
     """
     figures = {
         "tradeoff.png": tradeoff(prune_csv_rows, shipped_name(ev, shipped)),
@@ -355,6 +395,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
     }
     if confusion_rows is not None and classes:
         figures["confusion.png"] = confusion(confusion_rows, classes)
+    if screened is not None and screened[0]["curve"]:
+        figures["screen.png"] = screen(*screened)
     out_dir = Path(out_dir)
     lines = ["## Charts", ""]
     for name, fig in figures.items():

@@ -9,6 +9,9 @@ The defaults are params.yaml's values, one truth (``Params()`` equals the loaded
 tests/test_params.py). A section whose defaults differ from its class's (the teacher's ``train``, pruning's
 ``finetune``) gets them from its own default factory, and a key the file leaves out of a section takes that
 section's default, not the class's.
+
+Why one module of ~480 lines: it mirrors params.yaml section by section, so the whole file's schema (and every
+check across sections in ``Params``) reads in one place.
 """
 from __future__ import annotations
 
@@ -237,17 +240,50 @@ class RoundParams:
     Args:
         parent: name of the model this round reads (e.g. "distill" or "prune_1").
         width: target width as a fraction of the ORIGINAL (unpruned) widths of the prunable
-            layers, cumulative like the course's ``width_mult`` (0.95, 0.9025, ...).
+            layers, cumulative like the course's ``width_mult`` (0.95, 0.9025, ...); ``auto``: the knee
+            search picks it (``prune.search``; the stage reads it from ``plans/<round>.json``).
         epochs: fine-tuning epochs after the cut.
     """
 
     parent: str
-    width: float
+    width: Union[float, Literal["auto"]]
     epochs: int = 8
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.width <= 1.0, "width", self.width, "must be in (0, 1] (a fraction of the unpruned widths)")
+        _require(self.width == AUTO or 0.0 < self.width <= 1.0, "width", self.width,
+                 "must be in (0, 1] (a fraction of the unpruned widths) or auto (the knee search picks it)")
         _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
+
+    @property
+    def auto(self) -> bool:
+        return self.width == AUTO
+
+
+AUTO = "auto"  # a round's width the knee search picks
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """The knee search (stages ``screen`` and ``plan``): cut ``parent`` to each width of ``ladder``, fine-tune
+    each cut and the uncut parent alike for ``epochs``, read validation accuracy against that uncut one, and give
+    the rounds whose width is ``auto`` the widths around the narrowest cut still within ``evaluate.max_drop``.
+
+    Args:
+        parent: the model the screen cuts (the auto rounds' parent).
+        ladder: the widths screened, any order (sorted widest first); [] screens nothing (every round fixed).
+        epochs: each screened cut's fine-tuning epochs (a short screen: the knee, not the final accuracy).
+    """
+
+    parent: str = "distill"
+    ladder: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.065])
+    epochs: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.parent in ("distill", "student"), "parent", self.parent,
+                 "must be an unpruned model: distill or student")
+        _require(all(0.0 < w < 1.0 for w in self.ladder), "ladder", self.ladder, "must hold widths in (0, 1)")
+        _require(len(set(self.ladder)) == len(self.ladder), "ladder", self.ladder, "must not repeat a width")
+        _require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1 (a cut is not read before fine-tuning)")
 
 
 PRUNE_MODES = ("layer", "global")
@@ -270,6 +306,7 @@ class PruneParams:
         round_to: every pruned width is a multiple of this (see ``prune.round_width``); 1 = no rounding.
         finetune: fine-tuning after each cut (and the control's, without one).
         control: the equal-budget control (the ``control`` stage).
+        search: the knee search that picks the widths of rounds marked ``auto``.
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
     """
 
@@ -281,6 +318,7 @@ class PruneParams:
     round_to: int = 8
     finetune: FinetuneParams = field(default_factory=lambda: FinetuneParams(temperature=4.0, alpha=0.9))
     control: ControlParams = field(default_factory=ControlParams)
+    search: SearchParams = field(default_factory=SearchParams)
     # none by default: DVC makes the prune stages from params.yaml's rounds itself (foreach), so a round
     # named here alone would be one no stage runs
     rounds: dict[str, RoundParams] = field(default_factory=dict)
@@ -381,6 +419,15 @@ class Params:
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
                 raise FieldError(f"prune.rounds.{name}.parent", f"{r.parent!r} is not a model to prune "
                                  f"(use student, distill or another round's name)")
+        auto = [name for name, r in rounds.items() if r.auto]
+        search = self.prune.search
+        for name in auto:
+            if rounds[name].parent != search.parent:
+                raise FieldError(f"prune.rounds.{name}.parent", f"a round of width auto cuts what the knee search "
+                                 f"screened, prune.search.parent ({search.parent!r}), got {rounds[name].parent!r}")
+        if len(auto) > len(search.ladder):
+            raise FieldError("prune.search.ladder", f"{len(auto)} round(s) of width auto ({', '.join(auto)}) need at "
+                             f"least as many widths to pick from, got {search.ladder!r}")
         known = {"teacher", "student", "distill", CONTROL}
         for i, m in enumerate(self.quantize.models):
             if m in rounds:

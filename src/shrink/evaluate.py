@@ -44,14 +44,15 @@ from typing import Any
 import torch
 
 from .charts import csv_rows, read_live_curves, write_charts
-from .config import CONTROL, EvaluateParams, Params
+from .config import CONTROL, EvaluateParams, Params, RoundParams
 from .data import Split, load_meta, load_split, normalizer
 from .formats import tie_order
 from .io import atomic_path, read_json, write_json, write_text
 from .measure import BATCH, Entry, Measured, collect, compare, ship_table
 from .quantize import export_onnx
 from .report import (confusion_csv, headline, latency_plot, models_plot, predictions_csv, prepare_counts_markdown,
-                     prune_plot, report_markdown, shipped_markdown, shipped_sections, steps_markdown)
+                     prune_plot, report_markdown, screen_markdown, shipped_markdown, shipped_sections, steps_markdown)
+from .search import resolve
 from .ship import Terms, choose
 from .stats import Paired
 from .train import predict_logits
@@ -94,15 +95,17 @@ def against_unpruned(m: Measured, name: str) -> dict[str, Paired]:
     return {u: m.on_test(name, u) for u in UNPRUNED_MODELS if u in m.test_correct}
 
 
-def steps(m: Measured, params: Params, ship: Entry | None) -> list[tuple[str, str, str, Paired]]:
+def steps(m: Measured, params: Params, ship: Entry | None, rounds: dict[str, RoundParams] | None = None
+          ) -> list[tuple[str, str, str, Paired]]:
     """What each step bought, on the test images: KD (distill - student), the control's fine-tuning (control -
     its parent), each round's cut (round - control: the same budget, without the cut), and quantizing (the
-    shipped artifact - its fp32 network). Only the rows measured."""
+    shipped artifact - its fp32 network). Only the rows measured. ``rounds``: the rounds with their widths
+    resolved (``search.resolve``; default params.yaml's)."""
     c = params.prune.control
     pairs = [("KD", UNPRUNED, "student"),
              (f"{c.epochs} more epoch{'' if c.epochs == 1 else 's'} of fine-tuning (the control)", CONTROL, c.parent)]
     pairs += [(f"the cut to width {r.width:g}, against the control", name, CONTROL)
-              for name, r in params.prune.rounds.items()]
+              for name, r in (rounds or params.prune.rounds).items()]
     if ship is not None and ship.source:
         pairs.append(("quantizing the shipped artifact", ship.name, ship.source))
     return [(what, a, b, m.on_test(a, b)) for what, a, b in pairs if a in m.test_correct and b in m.test_correct]
@@ -156,7 +159,8 @@ def shipped_predictions(ship: Entry | None, test: Split, data: str, meta: dict[s
 
 
 def run(params: Params, *, data: str, models: str, metrics: str, table: str, latency: str, plots: str,
-        report: str, predictions: str, live: str, charts: str, shipped: str) -> str:
+        report: str, predictions: str, live: str, charts: str, shipped: str, plan: str | None = None,
+        curve: str | None = None) -> str:
     """The evaluate stage: compare every model, choose what ships, write every output; returns report.md's text.
 
     Everything is computed before anything is written, so a failure leaves the previous outputs alone.
@@ -169,7 +173,12 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         plots: folder for the plot CSVs; report: report.md; predictions: predictions.csv.
         live: the dvclive folder of teacher/student/distill (training curves); charts: folder of PNG charts.
         shipped: folder for the shipped artifact (``model.onnx``, ``model.json``).
+        plan, curve: the knee search's plan folder (the widths of rounds of width auto) and screen curve (the
+            report's knee-search section and chart); optional when every round's width is fixed.
     """
+    widths = resolve(params.prune.rounds, plan)
+    screened = read_json(curve) if curve and Path(curve).is_file() else None
+    planned = {n: read_json(Path(plan) / f"{n}.json") for n in params.prune.rounds} if plan else {}
     p, rounds, meta = params.evaluate, list(params.prune.rounds), load_meta(data)
     sources = ship_sources(params)
     with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
@@ -184,8 +193,9 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         runs.pop(CONTROL)  # the trade-off's rounds: the unpruned student, then the rounds
         text = "# shrink report\n\n" + report_markdown(rows, m.lat, p.batch_sizes, m.ev.get("shipped"), REFERENCE)
         text += shipped_markdown(m.lat["shipped"], shipped, macs, p.batch_sizes, REFERENCE) if ship else ""
-        text += steps_markdown(steps(m, params, ship), against_unpruned(m, ship.name) if ship else {})
+        text += steps_markdown(steps(m, params, ship, widths), against_unpruned(m, ship.name) if ship else {})
         confusion, submission, note = shipped_predictions(ship, test, data, meta, predictions)
+        text += screen_markdown(screened, planned, p.max_drop, p.confidence)
         text += prepare_counts_markdown(Path(data)) + note
         prune_csv = prune_plot(rows, runs, ship.kind if ship else None)
         curves = read_live_curves(live)
@@ -198,6 +208,8 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         (write_json if isinstance(content, dict) else write_text)(content, path)
     text += "\n" + write_charts(m.ev, m.lat, csv_rows(prune_csv), curves, charts, Path(report).parent,
                                 shipped=ship.name if ship else None, batch_sizes=p.batch_sizes,
-                                confusion_rows=csv_rows(confusion) if ship else None, classes=meta["classes"])
+                                confusion_rows=csv_rows(confusion) if ship else None, classes=meta["classes"],
+                                screened=(screened, p.max_drop, [e["width"] for e in planned.values()
+                                                                 if e["source"] == "search"]) if screened else None)
     write_text(text, report)
     return text

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from .config import EvaluateParams
 from .io import read_json
+from .search import within
 from .ship import Choice
-from .stats import Paired
+from .stats import Paired, lower_bound_counts
 
 if TYPE_CHECKING:  # type hints only: the report is text from plain data
     import torch
@@ -138,6 +139,34 @@ def steps_markdown(steps: list[tuple[str, str, str, Paired]], test_vs: dict[str,
     if test_vs:
         lines += ["", "The shipped artifact against " + ", ".join(f"`{m}` {d.text()} ({d.verdict})"
                                                                for m, d in test_vs.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def screen_markdown(curve: dict[str, Any] | None, plan: dict[str, dict[str, Any]], max_drop: float,
+                    confidence: float) -> str:
+    """The knee search's screen as a table: each screened width against the uncut parent fine-tuned alike (on
+    validation), and which rounds the plan gave it. Empty without a screen."""
+    if not curve or not curve.get("curve"):
+        return ""
+    ref = curve["reference"]
+    by_width: dict[float, list[str]] = {}
+    for e in plan.values():
+        if e.get("source") == "search":
+            by_width.setdefault(e["width"], []).append(f"`{e['round']}`")
+    lines = ["", f"## The knee search (validation; each cut and the uncut `{curve['parent']}` fine-tuned "
+                 f"{curve['epochs']} epoch{'' if curve['epochs'] == 1 else 's'})", "",
+             f"| width | params | int8w bytes | val acc | vs uncut | lower bound ({confidence:.0%}) | within "
+             f"{max_drop:g} pt | picked for |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| 1 (uncut) | {ref['params']:,} | {ref['int8w_bytes']:,} | {ref['val_acc']:.4f} | | | | |"]
+    for r in curve["curve"]:
+        low = lower_bound_counts(r["val_n"], r["val_only_cut"], r["val_only_uncut"], confidence)
+        lines.append(f"| {r['width']:g} | {r['params']:,} | {r['int8w_bytes']:,} | {r['val_acc']:.4f} | "
+                     f"{(r['val_acc'] - ref['val_acc']) * 100:+.2f} pt | {low:+.2f} pt | "
+                     f"{'yes' if within(r, max_drop, confidence) else 'no'} | {', '.join(by_width.get(r['width'], []))} |")
+    lines += ["", "Within: the ship rule's own test, with the uncut parent in the control's place. A short screen "
+                  "ranks the widths; it does not decide what ships: the rounds it picked are fine-tuned fully and "
+                  "read against the control (see the ship rule above)."]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import CONTROL, PruneParams, SlimParams
+from .config import AUTO, CONTROL, PruneParams, SlimParams
 from .data import load_meta, load_split, normalizer, train_sample
 from .distill import make_kd_loss
 from .pipeline import Outputs, TrainJob, as_params, run_training
@@ -33,19 +33,9 @@ def recorded(cfg: PruneParams, control: bool) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if (k in CONTROL_READS if control else k != "control")}
 
 
-def run_round(
-    parent: str | Path,
-    cfg: PruneParams,
-    name: str,
-    *,
-    slim_params: SlimParams,
-    seed: int,
-    data_dir: str | Path,
-    teacher: str | Path,
-    out: str | Path,
-    metrics_path: str | Path,
-    live_dir: str | Path | None = None,
-) -> dict[str, Any]:
+def run_round(parent: str | Path, cfg: PruneParams, name: str, *, slim_params: SlimParams, seed: int,
+              data_dir: str | Path, teacher: str | Path, out: str | Path, metrics_path: str | Path,
+              live_dir: str | Path | None = None, stage: str | None = None) -> dict[str, Any]:
     """Round ``name``: cut ``parent`` to the round's width by ``cfg.criterion``, measure validation accuracy
     right after the cut, fine-tune, and write checkpoint and figures as every training stage does
     (``pipeline.run_training``). Returns the figures (its metrics, with ``width``, ``channels`` and
@@ -63,6 +53,7 @@ def run_round(
         data_dir: prepared data folder.
         teacher: teacher checkpoint, read only when fine-tuning with KD (``prune.finetune.distill``).
         out, metrics_path, live_dir: where ``run_training`` writes.
+        stage: its progress bar's and resume state's name (default ``prune@<name>``, ``control``).
     """
     control = name == CONTROL
     ft = cfg.finetune
@@ -74,7 +65,8 @@ def run_round(
     extra_metrics: dict[str, Any] = {"width": 1.0}
     extra_ckpt = None
     if not control:  # the cut; the control keeps every channel
-        width = cfg.rounds[name].width
+        if (width := cfg.rounds[name].width) == AUTO:
+            raise ValueError(f"prune.rounds.{name}.width: auto, not a width: resolve it from its plan first")
         base_channels = ckpt.get("base_channels") or base_channels_of(model, cfg.blocks)  # the unpruned net's
         images = sample_images(cfg)
         sample = train_sample(data_dir, images, seed) if images else None  # own generator: training's is untouched
@@ -90,6 +82,6 @@ def run_round(
         loss_fn=make_kd_loss(model_from_checkpoint(teacher), ft.temperature, ft.alpha) if ft.distill else None,
         after_backward=bn_l1_hook(slim_params.l1, cfg.blocks))
     return run_training(
-        job, name if control else f"prune@{name}", data_dir,
+        job, stage or (name if control else f"prune@{name}"), data_dir,
         Outputs(Path(out), Path(metrics_path), Path(live_dir) if live_dir else None),
         extra_metrics=extra_metrics, extra_ckpt=extra_ckpt)

@@ -97,7 +97,12 @@ def lower_bound(a: Sequence[bool], b: Sequence[bool], confidence: float) -> floa
     The ship rule's non-inferiority test: ``a`` is not worse than ``b`` by more than ``m`` points at
     ``confidence`` when ``lower_bound(a, b, confidence) >= -m``.
     """
-    n, n_ab, n_ba = _counts(a, b)
+    return lower_bound_counts(*_counts(a, b), confidence)
+
+
+def lower_bound_counts(n: int, n_ab: int, n_ba: int, confidence: float) -> float:
+    """``lower_bound`` from its sufficient statistics: ``n`` images, ``n_ab`` right by ``a`` alone, ``n_ba`` by
+    ``b`` alone (what the knee search's curve keeps instead of every image's correctness)."""
     if n == 0:
         raise ValueError("paired comparison of zero images")
     if confidence == 0:

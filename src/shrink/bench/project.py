@@ -23,12 +23,14 @@ import yaml
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "weights", ".dvcignore")
 
 
-TINY_WIDTHS = (0.8, 0.65, 0.5)  # the tiny projects' prune rounds
+TINY_WIDTHS = ("auto", 0.65, 0.5)  # the tiny projects' prune rounds: the first one's the knee search's pick
+TINY_LADDER = [0.9, 0.8]  # what the tiny screen screens: both wider than the next round, which cuts the first
 
 
 def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Shrink the default params to a pipeline run of seconds: a few hundred 16 px images, one epoch,
-    a chain of three pruning rounds, one process per stage."""
+    a chain of three pruning rounds (the first one's width the knee search's pick of two), one process per
+    stage."""
     raw["data"]["limit"] = 300
     raw["data"]["image_size"] = 16
     for name in ("teacher", "student", "distill"):  # one process: torchrun's start-up would dominate
@@ -44,6 +46,8 @@ def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
         if isinstance(raw["prune"].get("control"), dict):  # the control: a round's epochs, as in the default
             raw["prune"]["control"]["epochs"] = 1
+        if isinstance(raw["prune"].get("search"), dict):
+            raw["prune"]["search"].update(ladder=list(TINY_LADDER), epochs=1)
     for key, section in (("quantize", {"calibration_images": 64}), ("evaluate", {"repeats": 5, "warmup": 1})):
         if isinstance(raw.get(key), dict):
             raw[key].update({k: v for k, v in section.items() if k in raw[key]})
