@@ -12,14 +12,14 @@ with stage("screen", __doc__, reads=("seed", "slim", "prune.criterion", "prune.b
     import sys
 
     from shrink.io import write_json
-    from shrink.search import screen
+    from shrink.screen import screen
 
     os.environ["SHRINK_RESUME"] = "0"  # short fine-tunes in a temporary folder: nothing worth resuming
     s = params.prune.search
 
-    def say(row):
+    def say(row, seconds):
         print(f"screen: width {row['width']:g}: val {row['val_acc']:.4f}, {row['params']:,} params, "
-              f"int8w {row['int8w_bytes']:,} B ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+              f"int8w {row['int8w_bytes']:,} B ({seconds:.0f} s)", file=sys.stderr, flush=True)
 
     print(f"screen: {len(s.ladder)} widths and the uncut {s.parent}, {s.epochs} epoch(s) each", file=sys.stderr)
     curve = screen(args.parent, params.prune, slim_params=params.slim, seed=params.seed, data_dir=args.data,

@@ -107,7 +107,7 @@ def test_invalid_ship_fails_before_evaluate_writes_anything(tmp_path):
             "--shipped": "shipped"}
     proc = subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--params", "params.yaml",
                            "--data", "no-data", "--models", "no-models",
-                           "--live", "dvclive",
+                           "--live", "dvclive", "--plan", "no-plan", "--curve", "no-curve.json",
                            *[x for kv in outs.items() for x in kv]],
                           cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"),
                                                                               "PATH": "/usr/bin:/bin"})

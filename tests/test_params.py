@@ -88,6 +88,7 @@ def test_one_round_alone_is_what_a_round_records():
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}}, "quantize": {"models": ["distill", "r1"]}},
      "params.yaml: quantize.models[1]: 'r1' is a prune round: every round is quantized by its own quantize-round@r1"),
     ({"seed": -1}, "params.yaml: seed: must be a non-negative integer"),
+    ({"data": {"image_size": 14}}, "params.yaml: data.image_size: StudentNet halves its input 4 times"),  # not at `student`
 ])
 def test_every_error_names_section_and_key_in_one_style(raw, message):
     with pytest.raises(ParamsError) as e:

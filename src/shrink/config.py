@@ -404,6 +404,9 @@ class Params:
                 models.check_arch(getattr(self, key).arch, role)
             except ValueError as e:
                 raise FieldError(f"{key}.arch", str(e)) from None
+        if self.student_net.arch == "studentnet" and self.data.image_size < 16:
+            raise FieldError("data.image_size", f"StudentNet halves its input 4 times (its max-pools): it needs at "
+                             f"least 16 px, got {self.data.image_size}")
         registry = _registry("criteria")
         criteria = registry.list_criteria()
         if self.prune.criterion not in criteria:

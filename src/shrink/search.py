@@ -3,7 +3,7 @@
 Fixed widths tuned on one dataset miss the knee on another (a harder task loses 10 points at widths Fashion-MNIST
 forgives). Two stages find it for the data at hand:
 
-* ``screen`` cuts ``prune.search.parent`` once to each width of ``prune.search.ladder`` and fine-tunes every cut,
+* ``screen`` (``shrink.screen``: it trains, so it lives apart from the plan's arithmetic here) cuts ``prune.search.parent`` once to each width of ``prune.search.ladder`` and fine-tunes every cut,
   and the uncut parent alike, for ``prune.search.epochs`` (a short screen: ``rounds.run_round`` with the rounds'
   own recipe). A cut is never read right after the cut: at 50 % and below that reads 0.10-0.28 on the default
   data, chance; a short fine-tune ranks the widths (docs/prune-schedule.md, "The knee search", has the rank
@@ -22,12 +22,10 @@ then reads every fully fine-tuned round against the control (``evaluate.referenc
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import AUTO, CONTROL, ControlParams, PruneParams, RoundParams, SlimParams, UserError
+from .config import AUTO, RoundParams, UserError
 from .io import read_json, write_json
 from .stats import lower_bound_counts
 
@@ -73,51 +71,6 @@ def pick_widths(curve: list[dict[str, Any]], max_drop: float, k: int, confidence
     start = 0 if c < 0 else max(0, c - (1 if k >= 2 else 0))
     start = min(start, len(curve) - k)
     return [row["width"] for row in curve[start:start + k]]
-
-
-def screen(parent: str | Path, cfg: PruneParams, *, slim_params: SlimParams, seed: int, data_dir: str | Path,
-           teacher: str | Path, progress: Any = None) -> dict[str, Any]:
-    """Fine-tune the uncut parent and each cut of ``cfg.search.ladder`` for ``cfg.search.epochs`` with the rounds'
-    recipe (``run_round``, in a temporary folder, one process); returns the curve (widest first) and the
-    reference. Every figure is validation (each cut's with its paired counts against the uncut); no decision
-    reads a test label."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .data import load_meta, load_split, normalizer
-    from .quantize import save_int8w
-    from .rounds import run_round
-    from .train import predict_logits
-
-    s = cfg.search
-    ft = dataclasses.replace(cfg.finetune, train=dataclasses.replace(cfg.finetune.train, nproc=1))
-    widths = ladder(s.ladder)
-    rounds = {f"w{w:g}": RoundParams(parent=s.parent, width=w, epochs=s.epochs) for w in widths}
-    short = dataclasses.replace(cfg, finetune=ft, rounds=rounds, control=ControlParams(s.parent, s.epochs))
-    val, norm = load_split(data_dir, "val"), normalizer(load_meta(data_dir))
-    rows: list[dict[str, Any]] = []
-    reference: dict[str, Any] = {}
-    uncut = None
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in [CONTROL, *rounds]:
-            t0 = time.perf_counter()
-            out = Path(tmp) / f"{name}.pt"
-            m = run_round(parent, short, name, slim_params=slim_params, seed=seed, data_dir=data_dir,
-                          teacher=teacher, out=out, metrics_path=Path(tmp) / f"{name}.json",
-                          stage=f"screen@{name}" if name != CONTROL else "screen@uncut")
-            ckpt = load_checkpoint(out)
-            hit = predict_logits(model_from_checkpoint(ckpt), val.images, norm).argmax(1) == val.labels
-            row = {"width": m["width"], "val_acc": round(hit.float().mean().item(), 6), "params": m["params"],
-                   "int8w_bytes": save_int8w(ckpt, Path(tmp) / f"{name}.int8w.onnx"),
-                   "val_acc_after_cut": m.get("val_acc_after_cut")}
-            if name == CONTROL:
-                reference, uncut = row, hit
-            else:  # paired with the uncut on the same images: the plan's lower bound needs these counts alone
-                row.update(drop_pt=round((reference["val_acc"] - row["val_acc"]) * 100, 4), val_n=len(hit),
-                           val_only_cut=int((hit & ~uncut).sum()), val_only_uncut=int((uncut & ~hit).sum()))
-                rows.append(row)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            if progress is not None:
-                progress(row)
-    return {"parent": s.parent, "epochs": s.epochs, "reference": reference, "curve": rows}
 
 
 def plan(curve: dict[str, Any], rounds: dict[str, RoundParams], max_drop: float, confidence: float = 0.0
