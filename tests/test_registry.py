@@ -279,6 +279,42 @@ def test_a_torchvision_student_cuts_its_layers_without_batchnorm(tmp_path):
     assert size < 0.5 * fmt.save(ckpt_of(bn_only, arch, bn_only_kwargs, classes), calib, tmp_path / "bn_only.onnx")
 
 
+def test_fine_tunes_let_batchnorm_statistics_follow_the_cut(tiny_run, tmp_path, monkeypatch):
+    """torchvision's MobileNetV3 builds its BatchNorms with momentum 0.01: after a cut, the screen's one epoch ended
+    with the uncut net's statistics (a cut to 0.18 read 0.11 on validation, 0.67 with 0.1). ``run_round`` (rounds,
+    screen and control alike) fine-tunes with at least PyTorch's 0.1; StudentNet's (0.1) and a cumulative average
+    (None) stay as built."""
+    import shrink.rounds as rounds
+    from shrink.config import CONTROL, ControlParams, PruneParams, RoundParams, SlimParams
+    from shrink.data import load_meta
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, _BatchNorm)}
+
+    data = tiny_run / "data" / "prepared"
+    classes = load_meta(data)["classes"]
+    arch = "mobilenet_v3_small"
+    model = make(arch, len(classes))
+    assert momenta(model) == {0.01}  # as torchvision builds it: what the fix is for
+    kwargs = student_kwargs(arch, 16, 1.0, small_input=True)
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(parent, model, name=arch, model_kwargs=kwargs, num_classes=len(classes), params={},
+                    data_meta=ckpt_of(model, arch, kwargs, classes)["data"])
+    seen = []
+    monkeypatch.setattr(rounds, "run_training", lambda job, *a, **k: seen.append(momenta(job.model)) or {})
+    cfg = PruneParams(rounds={"r": RoundParams(parent="distill", width=0.5, epochs=1)},
+                      control=ControlParams("distill", 1))
+    for name in ("r", CONTROL):
+        rounds.run_round(parent, cfg, name, slim_params=SlimParams(), seed=0, data_dir=data, teacher=parent,
+                         out=tmp_path / f"{name}.pt", metrics_path=tmp_path / f"{name}.json")
+    assert seen == [{0.1}, {0.1}]
+    student = build_model("studentnet", 10, **student_kwargs("studentnet", 16, 1.0, small_input=False))
+    assert momenta(rounds.follow_the_cut(student)) == {0.1}
+    average = nn.BatchNorm2d(4, momentum=None)
+    assert rounds.follow_the_cut(average).momentum is None
+
+
 # ---------------------------------------------------------------- registry rules
 
 def test_small_input_adaptation():
