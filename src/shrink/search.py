@@ -3,8 +3,9 @@
 Fixed widths tuned on one dataset miss the knee on another (a harder task loses 10 points at widths Fashion-MNIST
 forgives). Two stages find it for the data at hand:
 
-* ``screen`` (``shrink.screen``: it trains, so it lives apart from the plan's arithmetic here) cuts ``prune.search.parent`` once to each width of ``prune.search.ladder`` and fine-tunes every cut,
-  and the uncut parent alike, for ``prune.search.epochs`` (a short screen: ``rounds.run_round`` with the rounds'
+* ``screen`` (``shrink.screen``: it trains, so it lives apart from the plan's arithmetic here) cuts
+  ``prune.search.parent`` once to each width of ``prune.search.ladder`` and fine-tunes every cut, and the uncut
+  parent alike, for ``prune.search.epochs`` (a short screen: ``rounds.run_round`` with the rounds'
   own recipe). A cut is never read right after the cut: at 50 % and below that reads 0.10-0.28 on the default
   data, chance; a short fine-tune ranks the widths (docs/prune-schedule.md, "The knee search", has the rank
   correlation against full fine-tuning). It writes the curve: each width's validation accuracy, parameters and
