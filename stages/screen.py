@@ -1,4 +1,4 @@
-"""screen: the knee search's screen: cut prune.search.parent to each width of prune.search.ladder, fine-tune every cut and the uncut parent alike for prune.search.epochs, and write the validation curve the plan stage reads."""
+"""screen: the knee search's optional screen (prune.search.epochs >= 1; 0, the default: an empty curve, no training): cut prune.search.parent to each width of prune.search.ladder, fine-tune every cut and the uncut parent alike for prune.search.epochs, and write the validation curve whose crossing the first auto round probes."""
 from shrink.stage import stage
 
 with stage("screen", __doc__, reads=("seed", "slim", "prune.criterion", "prune.bnless_criterion", "prune.mode",
@@ -21,8 +21,12 @@ with stage("screen", __doc__, reads=("seed", "slim", "prune.criterion", "prune.b
         print(f"screen: width {row['width']:g}: val {row['val_acc']:.4f}, {row['params']:,} params, "
               f"int8w {row['int8w_bytes']:,} B ({seconds:.0f} s)", file=sys.stderr, flush=True)
 
-    print(f"screen: {len(s.ladder)} widths and the uncut {s.parent}, {s.epochs} epoch(s) each", file=sys.stderr)
+    if s.ladder and s.epochs:
+        print(f"screen: {len(s.ladder)} widths and the uncut {s.parent}, {s.epochs} epoch(s) each", file=sys.stderr)
+    else:
+        print("screen: none (prune.search.epochs is 0): the first auto round probes the ladder's middle",
+              file=sys.stderr)
     curve = screen(args.parent, params.prune, slim_params=params.slim, seed=params.seed, data_dir=args.data,
-                   teacher=args.teacher, progress=say) if s.ladder else {
+                   teacher=args.teacher, progress=say) if s.ladder and s.epochs else {
         "parent": s.parent, "epochs": s.epochs, "reference": None, "curve": []}
     write_json(curve, args.out)

@@ -163,8 +163,12 @@ def test_write_charts_writes_pngs_and_markdown_with_relative_links(tmp_path: Pat
     screened = {"epochs": 1, "reference": {"width": 1.0, "val_acc": 0.91, "int8w_bytes": 265_000},
                 "curve": [{"width": w, "val_acc": a, "int8w_bytes": b}
                           for w, a, b in ((0.5, 0.909, 88_000), (0.25, 0.903, 38_000), (0.13, 0.88, 24_000))]}
+    probes = [{"round": n, "width": w, "val_acc": a, "control_val_acc": 0.91, "int8w_bytes": b, "passes": ok}
+              for n, w, a, b, ok in (("p1", 0.25, 0.903, 38_000, False), ("p2", 0.5, 0.909, 88_000, True),
+                                     ("p3", 0.35, 0.905, 56_000, False))]
     md = charts.write_charts(EV, LAT, charts.csv_rows(PRUNE_CSV), CURVES, tmp_path / "charts", tmp_path,
-                             confusion_rows=pairs, classes=["a", "b", "c"], screened=(screened, 0.5, [0.5, 0.25]))
+                             confusion_rows=pairs, classes=["a", "b", "c"],
+                             knee_args=(probes, 0.5, 265_000, screened))
     for name, caption in charts.CHARTS.items():
         assert (tmp_path / "charts" / name).read_bytes()[:4] == b"\x89PNG"
         assert f"![{caption}](charts/{name})" in md

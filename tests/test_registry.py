@@ -362,8 +362,8 @@ def test_structure_mismatch_is_an_artifact_error(tmp_path):
 def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     """The tiny pipeline with `student_net.arch: mobilenet_v3_small` (reusing the shared tiny project's prepared
     data and teacher): every round is physically smaller, its checkpoints rebuild from plain data, and every
-    artifact is evaluated. Two rounds keep it to a few minutes; the small-input stem
-    is covered by test_small_input_adaptation."""
+    artifact is evaluated. Two rounds keep it to a few minutes, and no screen (the tiny run's has one); the
+    small-input stem is covered by test_small_input_adaptation."""
     import json
 
     import yaml
@@ -375,6 +375,7 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     params["student_net"].update(arch="mobilenet_v3_small", small_input=False)
     params["slim"]["l1"] = 1e-4
     params["prune"]["rounds"] = dict(list(params["prune"]["rounds"].items())[:2])
+    params["prune"]["search"]["epochs"] = 0  # no screen (the default): the first round probes the ladder's middle
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = dvc(proj, "repro")
     assert "Running stage 'teacher'" not in proc.stdout  # the teacher and the data are reused
@@ -387,6 +388,8 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
         assert ckpt["model"] == "mobilenet_v3_small" and ckpt["model_kwargs"]["small_input"] is False
         assert count_params(model_from_checkpoint(ckpt)) == m["params"]
         assert set(m["channels"]) == set(ckpt["base_channels"])
+    assert json.loads((proj / "search/curve.json").read_text())["curve"] == []
+    assert json.loads((proj / "search/plan/prune_1.json").read_text())["width"] == 0.9  # the middle of [0.9, 0.8]
     ev = json.loads((proj / "metrics" / "evaluate.json").read_text())
     # MobileNetV3's BatchNorm momentum (0.01) leaves its running statistics near their init after the tiny run's
     # few dozen steps (docs/own-model.md), so its accuracy is not asserted above chance here (the StudentNet

@@ -181,7 +181,7 @@ def test_report_md_embeds_the_charts(tiny_run: Path):
     report = (tiny_run / "report.md").read_text()
     links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", report)
     assert len(links) == 7, report  # trade-off, accuracy vs bytes, prune rounds, latency, training curves, confusion,
-    # the knee search's screen
+    # the knee search
     for link in links:
         assert not Path(link).is_absolute() and not link.startswith("http"), link
         assert (tiny_run / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link

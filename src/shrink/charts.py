@@ -35,7 +35,7 @@ CHARTS = {  # file name -> caption in report.md
     "latency.png": "CPU latency per model and runtime",
     "training_curves.png": "Training curves",
     "confusion.png": "Confusion matrix of the shipped model on the test split",
-    "screen.png": "The knee search's screen: validation accuracy of each screened cut against its int8w bytes",
+    "knee.png": "The knee search: each round's validation accuracy against its int8w bytes, in the order they ran",
 }
 
 
@@ -208,37 +208,46 @@ def prune_rounds(rows: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def screen(curve: dict[str, Any], max_drop: float, picks: Iterable[float] = ()) -> Figure:
-    """The knee search's screen: each screened cut's validation accuracy (after the short fine-tune) against its
-    weight-only int8 bytes, the uncut reference fine-tuned alike, the tolerance line (reference - ``max_drop``
-    points) and the widths the plan picked.
+def knee(probes: list[dict[str, Any]], max_drop: float, control_bytes: int | None = None,
+         curve: dict[str, Any] | None = None) -> Figure:
+    """The knee search: each round's probe (validation accuracy after its full fine-tune against its weight-only
+    int8 bytes, numbered in the order the rounds ran, filled when within the tolerance by the ship rule's test),
+    the control, the tolerance line (the control's accuracy - ``max_drop`` points: the point estimate; the test
+    uses the lower bound) and, when there was a screen, its curve.
 
     Args:
-        curve: ``search/curve.json`` (``reference`` and ``curve`` rows: width, val_acc, int8w_bytes).
-        picks: the widths given to rounds of width auto.
+        probes: the rounds' probes in order (``search.PROBES`` of the last round's run.json): width, val_acc,
+            control_val_acc, int8w_bytes, passes (the evaluate stage adds it).
+        control_bytes: the control's int8w bytes (its point; none: no point).
+        curve: ``search/curve.json`` (empty without a screen).
     """
-    rows, ref = curve["curve"], curve["reference"]
-    if not rows or not ref:
-        raise ValueError("screen: no screened width (search/curve.json is empty)")
+    if not probes:
+        raise ValueError("knee: no probe (no prune round has run)")
     fig, (ax,) = new_figure()
-    ax.plot([r["int8w_bytes"] for r in rows], [r["val_acc"] for r in rows], marker="o", label="screened cut")
-    for r in rows:
-        ax.annotate(f"{r['width']:g}", (r["int8w_bytes"], r["val_acc"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
-    ax.scatter([ref["int8w_bytes"]], [ref["val_acc"]], marker="s", color="tab:green", zorder=3,
-               label="uncut, fine-tuned alike")
-    ax.axhline(ref["val_acc"] - max_drop / 100, color="tab:red", linestyle="--", linewidth=1,
-               label=f"tolerance ({max_drop:g} pt below the uncut)")
-    chosen = [r for r in rows if r["width"] in set(picks)]
-    if chosen:
-        ax.scatter([r["int8w_bytes"] for r in chosen], [r["val_acc"] for r in chosen], s=120, facecolors="none",
-                   edgecolors="tab:orange", linewidths=2, zorder=4, label="picked for the rounds")
+    if curve and curve.get("curve"):
+        rows = curve["curve"]
+        ax.plot([r["int8w_bytes"] for r in rows], [r["val_acc"] for r in rows], marker=".", color="0.6",
+                linewidth=1, label=f"screen ({curve['epochs']} epoch{'' if curve['epochs'] == 1 else 's'})")
+    ref = probes[0]["control_val_acc"]
+    if control_bytes:
+        ax.scatter([control_bytes], [ref], marker="s", color="tab:green", zorder=3, label="control (not cut)")
+    ok = [p for p in probes if p["passes"]]
+    bad = [p for p in probes if not p["passes"]]
+    ax.scatter([p["int8w_bytes"] for p in ok], [p["val_acc"] for p in ok], s=60, color="tab:blue", zorder=4,
+               label="round within the tolerance")
+    ax.scatter([p["int8w_bytes"] for p in bad], [p["val_acc"] for p in bad], s=60, facecolors="none",
+               edgecolors="tab:red", linewidths=2, zorder=4, label="round not within")
+    for i, p in enumerate(probes, 1):
+        ax.annotate(f"{i}: {p['width']:g}", (p["int8w_bytes"], p["val_acc"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.axhline(ref - max_drop / 100, color="tab:red", linestyle="--", linewidth=1,
+               label=f"tolerance ({max_drop:g} pt below the control)")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("int8w bytes (log)")
-    ax.set_ylabel(f"validation accuracy after {curve['epochs']} epoch{'' if curve['epochs'] == 1 else 's'}")
-    ax.set_title("Knee search: the screen")
+    ax.set_ylabel("validation accuracy (fp32)")
+    ax.set_title("Knee search: the rounds' probes, in order")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -371,7 +380,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
                  curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str | os.PathLike,
                  report_dir: str | os.PathLike, shipped: str | None = None,
                  batch_sizes: Iterable[int] = (1, 64), confusion_rows: list[dict[str, Any]] | None = None,
-                 classes: list[str] | None = None, screened: tuple[dict[str, Any], float, list[float]] | None = None
+                 classes: list[str] | None = None,
+                 knee_args: tuple[list[dict[str, Any]], float, int | None, dict[str, Any] | None] | None = None
                  ) -> str:
     """Write the charts (``CHARTS``) into ``out_dir``; returns the markdown that embeds them in a
     report that lives in ``report_dir`` (image links relative to it).
@@ -383,8 +393,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
         shipped: name of the shipped artifact (default: ``ev["shipped"]["artifact"]`` when present).
         confusion_rows, classes: the shipped model's test predictions and the class names; without them
             ``confusion.png`` is not drawn.
-        screened: (the screen's curve, ``evaluate.max_drop``, the picked widths) for ``screen.png``; without it
-            (or with an empty curve) ``screen.png`` is not drawn.
+        knee_args: ``knee``'s arguments (probes, ``evaluate.max_drop``, the control's int8w bytes, the screen's
+            curve) for ``knee.png``; without it (or without a probe) ``knee.png`` is not drawn.
     """
     figures = {
         "tradeoff.png": tradeoff(prune_csv_rows, shipped_name(ev, shipped)),
@@ -395,8 +405,8 @@ def write_charts(ev: dict[str, Any], lat: dict[str, Any], prune_csv_rows: list[d
     }
     if confusion_rows is not None and classes:
         figures["confusion.png"] = confusion(confusion_rows, classes)
-    if screened is not None and screened[0]["curve"]:
-        figures["screen.png"] = screen(*screened)
+    if knee_args is not None and knee_args[0]:
+        figures["knee.png"] = knee(*knee_args)
     out_dir = Path(out_dir)
     lines = ["## Charts", ""]
     for name, fig in figures.items():

@@ -241,13 +241,16 @@ class RoundParams:
         parent: name of the model this round reads (e.g. "distill" or "prune_1").
         width: target width as a fraction of the ORIGINAL (unpruned) widths of the prunable
             layers, cumulative like the course's ``width_mult`` (0.95, 0.9025, ...); ``auto``: the knee
-            search picks it (``prune.search``; the stage reads it from ``plans/<round>.json``).
+            search picks it (``prune.search``; the stage reads it from ``search/plan/<round>.json``).
         epochs: fine-tuning epochs after the cut.
+        after: ``control`` or an earlier round: the round whose result this round's plan reads (the knee search
+            probes in this order: the next auto width depends on every earlier probe's result).
     """
 
     parent: str
     width: Union[float, Literal["auto"]]
     epochs: int = 8
+    after: str = "control"
 
     def __post_init__(self) -> None:
         _require(self.width == AUTO or 0.0 < self.width <= 1.0, "width", self.width,
@@ -264,26 +267,28 @@ AUTO = "auto"  # a round's width the knee search picks
 
 @dataclass(frozen=True)
 class SearchParams:
-    """The knee search (stages ``screen`` and ``plan``): cut ``parent`` to each width of ``ladder``, fine-tune
-    each cut and the uncut parent alike for ``epochs``, read validation accuracy against that uncut one, and give
-    the rounds whose width is ``auto`` the widths around the narrowest cut still within ``evaluate.max_drop``.
+    """The knee search (``shrink.search``; stages ``plan@<round>``, ``screen``): the rounds of width ``auto`` bisect
+    ``ladder``, each reading the full fine-tunes before it against the control by the ship rule's test
+    (``evaluate.max_drop`` at ``evaluate.confidence``).
 
     Args:
-        parent: the model the screen cuts (the auto rounds' parent).
-        ladder: the widths screened, any order (sorted widest first); [] screens nothing (every round fixed).
-        epochs: each screened cut's fine-tuning epochs (a short screen: the knee, not the final accuracy).
+        parent: the model the auto rounds cut (and the screen, when there is one).
+        ladder: the widths the bisection walks, any order (sorted widest first).
+        epochs: 0: no screen (the first probe is the ladder's middle rung); >= 1: the ``screen`` stage fine-tunes
+            each rung and the uncut parent alike for this many epochs and the first probe is its crossing.
     """
 
     parent: str = "distill"
     ladder: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.065])
-    epochs: int = 1
+    epochs: int = 0
 
     def __post_init__(self) -> None:
         _require(self.parent in ("distill", "student"), "parent", self.parent,
                  "must be an unpruned model: distill or student")
         _require(all(0.0 < w < 1.0 for w in self.ladder), "ladder", self.ladder, "must hold widths in (0, 1)")
         _require(len(set(self.ladder)) == len(self.ladder), "ladder", self.ladder, "must not repeat a width")
-        _require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1 (a cut is not read before fine-tuning)")
+        _require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0 (0: no screen; a cut is not read before "
+                 "fine-tuning, so a screen trains at least one epoch)")
 
 
 PRUNE_MODES = ("layer", "global")
@@ -418,19 +423,23 @@ class Params:
         rounds = self.prune.rounds
         if CONTROL in rounds:
             raise FieldError(f"prune.rounds.{CONTROL}", "the control's name (models/control.pt): rename the round")
-        for name, r in rounds.items():
+        for i, (name, r) in enumerate(rounds.items()):
             if r.parent not in ({"student", "distill"} | set(rounds)) - {name}:
                 raise FieldError(f"prune.rounds.{name}.parent", f"{r.parent!r} is not a model to prune "
                                  f"(use student, distill or another round's name)")
+            earlier = list(rounds)[:i]
+            if r.after not in (CONTROL, *earlier):
+                raise FieldError(f"prune.rounds.{name}.after", f"{r.after!r}: must be {CONTROL} or a round listed "
+                                 f"before {name} ({', '.join(earlier) or 'none'}): the round whose result its plan reads")
         auto = [name for name, r in rounds.items() if r.auto]
         search = self.prune.search
         for name in auto:
             if rounds[name].parent != search.parent:
                 raise FieldError(f"prune.rounds.{name}.parent", f"a round of width auto cuts what the knee search "
                                  f"screened, prune.search.parent ({search.parent!r}), got {rounds[name].parent!r}")
-        if len(auto) > len(search.ladder):
-            raise FieldError("prune.search.ladder", f"{len(auto)} round(s) of width auto ({', '.join(auto)}) need at "
-                             f"least as many widths to pick from, got {search.ladder!r}")
+        if auto and not search.ladder:
+            raise FieldError("prune.search.ladder", f"round(s) of width auto ({', '.join(auto)}) search a ladder of "
+                             f"widths: give at least one, got {search.ladder!r}")
         known = {"teacher", "student", "distill", CONTROL}
         for i, m in enumerate(self.quantize.models):
             if m in rounds:

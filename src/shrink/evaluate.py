@@ -51,8 +51,9 @@ from .io import atomic_path, read_json, write_json, write_text
 from .measure import BATCH, Entry, Measured, collect, compare, ship_table
 from .quantize import export_onnx
 from .report import (confusion_csv, headline, latency_plot, models_plot, predictions_csv, prepare_counts_markdown,
-                     prune_plot, report_markdown, screen_markdown, shipped_markdown, shipped_sections, steps_markdown)
-from .search import resolve
+                     probes_markdown, prune_plot, report_markdown, screen_markdown, shipped_markdown, shipped_sections,
+                     steps_markdown)
+from .search import PROBES, resolve, within
 from .ship import Terms, choose
 from .stats import Paired
 from .train import predict_logits
@@ -178,7 +179,6 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
     """
     widths = resolve(params.prune.rounds, plan)
     screened = read_json(curve) if curve and Path(curve).is_file() else None
-    planned = {n: read_json(Path(plan) / f"{n}.json") for n in params.prune.rounds} if plan else {}
     p, rounds, meta = params.evaluate, list(params.prune.rounds), load_meta(data)
     sources = ship_sources(params)
     with tempfile.TemporaryDirectory(prefix="shrink-evaluate-") as tmp:  # the ORT fp32 exports: timed, not kept
@@ -191,11 +191,14 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         runs = {name: read_json(Path(models) / f"{name}.run.json") for name in (UNPRUNED, CONTROL, *rounds)}
         macs = runs[ship.source].get("macs") if ship else None
         runs.pop(CONTROL)  # the trade-off's rounds: the unpruned student, then the rounds
+        probes = [{**r[PROBES][-1], "passes": within(r[PROBES][-1], p.max_drop, p.confidence)}
+                  for n, r in runs.items() if n in rounds and r.get(PROBES)]  # each round's own, in params' order
         text = "# shrink report\n\n" + report_markdown(rows, m.lat, p.batch_sizes, m.ev.get("shipped"), REFERENCE)
         text += shipped_markdown(m.lat["shipped"], shipped, macs, p.batch_sizes, REFERENCE) if ship else ""
         text += steps_markdown(steps(m, params, ship, widths), against_unpruned(m, ship.name) if ship else {})
         confusion, submission, note = shipped_predictions(ship, test, data, meta, predictions)
-        text += screen_markdown(screened, planned, p.max_drop, p.confidence)
+        text += probes_markdown(probes, p.max_drop, p.confidence) + screen_markdown(screened, p.max_drop,
+                                                                                     p.confidence)
         text += prepare_counts_markdown(Path(data)) + note
         prune_csv = prune_plot(rows, runs, ship.kind if ship else None)
         curves = read_live_curves(live)
@@ -209,7 +212,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
     text += "\n" + write_charts(m.ev, m.lat, csv_rows(prune_csv), curves, charts, Path(report).parent,
                                 shipped=ship.name if ship else None, batch_sizes=p.batch_sizes,
                                 confusion_rows=csv_rows(confusion) if ship else None, classes=meta["classes"],
-                                screened=(screened, p.max_drop, [e["width"] for e in planned.values()
-                                                                 if e["source"] == "search"]) if screened else None)
+                                knee_args=(probes, p.max_drop, m.ev.get(f"{CONTROL}.int8w", {}).get("bytes"),
+                                           screened))
     write_text(text, report)
     return text

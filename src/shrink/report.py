@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import EvaluateParams
 from .io import read_json
-from .search import within
+from .search import bracket, within
 from .ship import Choice
 from .stats import Paired, lower_bound_counts
 
@@ -142,31 +142,46 @@ def steps_markdown(steps: list[tuple[str, str, str, Paired]], test_vs: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def screen_markdown(curve: dict[str, Any] | None, plan: dict[str, dict[str, Any]], max_drop: float,
-                    confidence: float) -> str:
-    """The knee search's screen as a table: each screened width against the uncut parent fine-tuned alike (on
-    validation), and which rounds the plan gave it. Empty without a screen."""
+def probes_markdown(probes: list[dict[str, Any]], max_drop: float, confidence: float) -> str:
+    """The knee search as a table: each round's probe in the order the rounds ran (validation, after its full
+    fine-tune, paired with the control), and the bracket it found. Empty without a probe."""
+    if not probes:
+        return ""
+    lines = ["", "## The knee search (validation; each round fully fine-tuned, against the control)", "",
+             f"| # | round | width | params | int8w bytes | val acc | vs control | lower bound ({confidence:.0%}) | "
+             f"within {max_drop:g} pt |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, p in enumerate(probes, 1):
+        low = lower_bound_counts(p["val_n"], p["val_only_cut"], p["val_only_uncut"], confidence)
+        lines.append(f"| {i} | `{p['round']}` | {p['width']:g} | {p['params']:,} | {p['int8w_bytes']:,} | "
+                     f"{p['val_acc']:.4f} | {(p['val_acc'] - p['control_val_acc']) * 100:+.2f} pt | {low:+.2f} pt | "
+                     f"{'yes' if within(p, max_drop, confidence) else 'no'} |")
+    low, high = bracket(probes, max_drop, confidence)
+    knee = (f"the narrowest width within is {low:g}" if low < 1 else "no width was within")
+    knee += f", the widest narrower one not within {high:g}" if high > 0 else ", and none narrower failed"
+    lines += ["", f"Bracket: {knee}. Each round after the first bisects the ladder between the two (the rule is "
+                  "the ship rule's own test); the ship rule then reads every artifact against the control."]
+    return "\n".join(lines) + "\n"
+
+
+def screen_markdown(curve: dict[str, Any] | None, max_drop: float, confidence: float) -> str:
+    """The knee search's optional screen as a table: each screened width against the uncut parent fine-tuned alike
+    (on validation). Empty without a screen."""
     if not curve or not curve.get("curve"):
         return ""
     ref = curve["reference"]
-    by_width: dict[float, list[str]] = {}
-    for e in plan.values():
-        if e.get("source") == "search":
-            by_width.setdefault(e["width"], []).append(f"`{e['round']}`")
-    lines = ["", f"## The knee search (validation; each cut and the uncut `{curve['parent']}` fine-tuned "
+    lines = ["", f"## The screen (validation; each cut and the uncut `{curve['parent']}` fine-tuned "
                  f"{curve['epochs']} epoch{'' if curve['epochs'] == 1 else 's'})", "",
              f"| width | params | int8w bytes | val acc | vs uncut | lower bound ({confidence:.0%}) | within "
-             f"{max_drop:g} pt | picked for |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| 1 (uncut) | {ref['params']:,} | {ref['int8w_bytes']:,} | {ref['val_acc']:.4f} | | | | |"]
+             f"{max_drop:g} pt |",
+             "|---|---|---|---|---|---|---|",
+             f"| 1 (uncut) | {ref['params']:,} | {ref['int8w_bytes']:,} | {ref['val_acc']:.4f} | | | |"]
     for r in curve["curve"]:
         low = lower_bound_counts(r["val_n"], r["val_only_cut"], r["val_only_uncut"], confidence)
         lines.append(f"| {r['width']:g} | {r['params']:,} | {r['int8w_bytes']:,} | {r['val_acc']:.4f} | "
                      f"{(r['val_acc'] - ref['val_acc']) * 100:+.2f} pt | {low:+.2f} pt | "
-                     f"{'yes' if within(r, max_drop, confidence) else 'no'} | {', '.join(by_width.get(r['width'], []))} |")
-    lines += ["", "Within: the ship rule's own test, with the uncut parent in the control's place. A short screen "
-                  "ranks the widths; it does not decide what ships: the rounds it picked are fine-tuned fully and "
-                  "read against the control (see the ship rule above)."]
+                     f"{'yes' if within(r, max_drop, confidence) else 'no'} |")
+    lines += ["", "Within: the ship rule's own test, with the uncut parent in the control's place. The first auto "
+                  "round probes the last width within (the crossing); the rounds then decide."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,47 +1,51 @@
 """The knee search: where the data at hand stops forgiving cuts, measured rather than assumed.
 
 Fixed widths tuned on one dataset miss the knee on another (a harder task loses 10 points at widths Fashion-MNIST
-forgives). Two stages find it for the data at hand:
+forgives). The rounds of width ``auto`` find it for the data at hand by bisection over ``prune.search.ladder``,
+each round reading the ones before it:
 
-* ``screen`` (``shrink.screen``: it trains, so it lives apart from the plan's arithmetic here) cuts
-  ``prune.search.parent`` once to each width of ``prune.search.ladder`` and fine-tunes every cut, and the uncut
-  parent alike, for ``prune.search.epochs`` (a short screen: ``rounds.run_round`` with the rounds'
-  own recipe). A cut is never read right after the cut: at 50 % and below that reads 0.10-0.28 on the default
-  data, chance; a short fine-tune ranks the widths (docs/prune-schedule.md, "The knee search", has the rank
-  correlation against full fine-tuning). It writes the curve: each width's validation accuracy, parameters and
-  weight-only int8 bytes, and the uncut reference's accuracy.
-* ``plan`` reads the curve by the ship rule's own test (the paired lower bound at ``evaluate.confidence`` against
-  ``-evaluate.max_drop``, the uncut parent in the control's place) and gives each round of width ``auto`` its width
-  (``plans/<round>.json``; a fixed round's file holds its own width). The prune stages depend on their file
-  alone, so DVC reruns a round only when its width changed, and a change of the rounds reruns no screen.
+* ``plan@<round>`` reads the probes so far (``models/<after>.run.json``: the rounds chained by ``after``, each
+  with its validation counts paired against the control) and gives its round the next width (``next_width``):
+  the middle of the ladder's widths still between the narrowest width that kept the tolerance and the widest that
+  did not, by the ship rule's own test (the paired lower bound at ``evaluate.confidence`` against
+  ``-evaluate.max_drop``). Once two neighbouring rungs bracket the knee, the next round refines between them
+  (their geometric mean). One file per round, ``search/plan/<round>.json``: a prune stage depends on its own file
+  alone, so DVC reruns a round only when its width changed.
+* ``prune@<round>`` cuts and fine-tunes fully, then records its probe (``screen.probe``: validation counts paired
+  with the control's, bytes) after the probes it was planned from, in its ``run.json``.
 
-The picks (``pick_widths``): walking the ladder from wide to narrow, the crossing is the last width still within
-the tolerance before the first that is not; the auto rounds take the crossing's wider neighbour, the crossing and
-then narrower widths (one round: the crossing alone). The screen is a bracket, not the decision: the ship rule
-then reads every fully fine-tuned round against the control (``evaluate.reference``) with its confidence bound.
+Three rounds resolve a ladder of eight rungs to neighbouring widths; the full fine-tune decides, not a proxy.
+An optional ``screen`` (``prune.search.epochs`` >= 1; ``shrink.screen``) fine-tunes every rung briefly and sets the
+first probe at the screen's crossing (the last rung within the tolerance) instead of the ladder's middle: measured,
+it ranks the widths well but misreads the tolerance by one to four rungs either way
+(docs/experiments/2026-12-06-knee-search.md), so the default is no screen.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import AUTO, RoundParams, UserError
-from .io import read_json, write_json
+from .io import read_json
 from .stats import lower_bound_counts
 
 PLAN_SUFFIX = ".json"
+PROBES = "probes"  # the key of a round's run.json (and of its plan) holding the probes, in the order they ran
 
 
 def ladder(widths: Sequence[float]) -> list[float]:
-    """The screened widths, widest first."""
+    """The ladder's widths, widest first."""
     return sorted(widths, reverse=True)
 
 
 def within(row: dict[str, Any], max_drop: float, confidence: float) -> bool:
-    """Whether a screened cut is within ``max_drop`` points of the uncut parent by the ship rule's own test: the
-    one-sided lower bound of the paired validation difference at ``confidence`` (0: the point estimate) is
-    >= -max_drop. A row without paired counts is read by its point estimate (``drop_pt``)."""
+    """Whether a cut is within ``max_drop`` points of its reference by the ship rule's own test: the one-sided lower
+    bound of the paired validation difference at ``confidence`` (0: the point estimate) is >= -max_drop. ``row``:
+    a screened cut (reference: the uncut parent fine-tuned alike) or a round's probe (reference: the control), with
+    ``val_n`` images, ``val_only_cut`` right by the cut alone and ``val_only_uncut`` by the reference alone; a row
+    without them is read by its point estimate (``drop_pt``)."""
     if "val_n" in row:
         low = lower_bound_counts(row["val_n"], row["val_only_cut"], row["val_only_uncut"], confidence)
     else:
@@ -50,8 +54,8 @@ def within(row: dict[str, Any], max_drop: float, confidence: float) -> bool:
 
 
 def crossing(curve: list[dict[str, Any]], max_drop: float, confidence: float = 0.0) -> int:
-    """Index (into ``curve``, widest first) of the last width within the tolerance (``within``) before the first
-    that is not; -1 when even the widest is not."""
+    """Index (into a screen's ``curve``, widest first) of the last width within the tolerance (``within``) before
+    the first that is not; -1 when even the widest is not."""
     last = -1
     for i, row in enumerate(curve):
         if not within(row, max_drop, confidence):
@@ -60,38 +64,52 @@ def crossing(curve: list[dict[str, Any]], max_drop: float, confidence: float = 0
     return last
 
 
-def pick_widths(curve: list[dict[str, Any]], max_drop: float, k: int, confidence: float = 0.0) -> list[float]:
-    """The ``k`` widths the auto rounds take, widest first: the crossing's wider neighbour, the crossing, then
-    narrower ones (``k`` 1: the crossing). Nothing within the tolerance: the ``k`` widest; everything within:
-    the ``k`` narrowest."""
-    if k <= 0:
-        return []
-    if k > len(curve):
-        raise ValueError(f"{k} rounds to plan, {len(curve)} screened widths")
-    c = crossing(curve, max_drop, confidence)
-    start = 0 if c < 0 else max(0, c - (1 if k >= 2 else 0))
-    start = min(start, len(curve) - k)
-    return [row["width"] for row in curve[start:start + k]]
+def bracket(probes: list[dict[str, Any]], max_drop: float, confidence: float = 0.0) -> tuple[float, float]:
+    """(narrowest width that kept the tolerance, 1.0 when none: the control itself; widest narrower width that
+    did not, 0.0 when none). A failure wider than a pass is noise the pass outranks."""
+    low = min((p["width"] for p in probes if within(p, max_drop, confidence)), default=1.0)
+    high = max((p["width"] for p in probes if p["width"] < low and not within(p, max_drop, confidence)),
+               default=0.0)
+    return low, high
 
 
-def plan(curve: dict[str, Any], rounds: dict[str, RoundParams], max_drop: float, confidence: float = 0.0
-         ) -> dict[str, dict[str, Any]]:
-    """Each round's width: the screen's pick for an ``auto`` round (in the order params.yaml lists them, widest
-    first), its own for a fixed one. ``max_drop``, ``confidence``: the ship rule's (``evaluate``)."""
-    auto = [n for n, r in rounds.items() if r.auto]
-    picks = pick_widths(curve["curve"], max_drop, len(auto), confidence) if auto else []
-    chosen = dict(zip(auto, picks))
-    return {n: {"round": n, "width": chosen.get(n, r.width), "source": "search" if r.auto else "params"}
-            for n, r in rounds.items()}
+def next_width(rungs: Sequence[float], probes: list[dict[str, Any]], max_drop: float, confidence: float = 0.0,
+               screened: list[dict[str, Any]] | None = None) -> float:
+    """The width the next auto round probes: the middle rung (the wider of two middles) strictly inside the
+    bracket (``bracket``) not probed yet. No rung left inside: the geometric mean of the bracket's ends (below the
+    narrowest rung: one more of the ladder's last steps). ``screened``: a screen's curve; with no probe yet, the
+    first probe is its crossing (the ladder's middle when no rung is within)."""
+    rungs = ladder(rungs)
+    if not rungs:
+        raise ValueError("no ladder to search (prune.search.ladder is empty)")
+    if not probes and screened:
+        c = crossing(screened, max_drop, confidence)
+        if c >= 0:
+            return screened[c]["width"]
+    low, high = bracket(probes, max_drop, confidence)
+    done = {p["width"] for p in probes}
+    inside = [w for w in rungs if high < w < low and w not in done]
+    if inside:
+        return inside[(len(inside) - 1) // 2]
+    if high > 0:
+        w = math.sqrt(low * high)
+    else:  # everything down to the narrowest rung kept the tolerance
+        step = rungs[-1] / rungs[-2] if len(rungs) >= 2 else 0.5
+        w = low * step
+    return round(w, 4)
 
 
-def write_plan(entries: dict[str, dict[str, Any]], folder: str | Path) -> None:
-    """One file per round (``<folder>/<round>.json``): a prune stage depends on its own file alone."""
-    from .io import atomic_dir
+def plan_round(name: str, r: RoundParams, rungs: Sequence[float], probes: list[dict[str, Any]], max_drop: float,
+               confidence: float = 0.0, screened: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Round ``name``'s plan: its width (``next_width`` for an ``auto`` round, its own for a fixed one) and the
+    probes it was planned from (the prune stage records them, then its own, for the next round's plan)."""
+    width = next_width(rungs, probes, max_drop, confidence, screened) if r.auto else r.width
+    return {"round": name, "width": width, "source": "search" if r.auto else "params", PROBES: probes}
 
-    with atomic_dir(folder) as tmp:
-        for name, entry in entries.items():
-            write_json(entry, tmp / f"{name}{PLAN_SUFFIX}")
+
+def probes_of(run_json: str | Path) -> list[dict[str, Any]]:
+    """The probes a round's ``run.json`` holds (its own last); none in the control's."""
+    return list(read_json(run_json).get(PROBES, []))
 
 
 def planned_width(plan_file: str | Path, name: str, r: RoundParams) -> float:
@@ -102,7 +120,7 @@ def planned_width(plan_file: str | Path, name: str, r: RoundParams) -> float:
         raise UserError(f"{plan_file}: the plan of round {entry.get('round')!r}, not {name!r}")
     if not r.auto and entry["width"] != r.width:
         raise UserError(f"{plan_file}: width {entry['width']} but params.yaml's prune.rounds.{name}.width is "
-                         f"{r.width}: a stale plan (dvc repro plan)")
+                         f"{r.width}: a stale plan (dvc repro plan@{name})")
     return float(entry["width"])
 
 
@@ -115,6 +133,6 @@ def resolve(rounds: dict[str, RoundParams], plans: str | Path | None) -> dict[st
         if r.auto:
             f = Path(plans or "search/plan") / f"{name}{PLAN_SUFFIX}"
             if not f.is_file():
-                raise UserError(f"{f}: no plan for prune.rounds.{name} (width {AUTO}): run dvc repro plan")
+                raise UserError(f"{f}: no plan for prune.rounds.{name} (width {AUTO}): run dvc repro plan@{name}")
             out[name] = dataclasses.replace(r, width=planned_width(f, name, r))
     return out

@@ -41,8 +41,9 @@ def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         # than half: a few hundred images and a few steps per round do not recover a deep cut (the default's
         # rounds fine-tune for 4-8 epochs)
         names = [f"prune_{i}" for i in range(1, len(TINY_WIDTHS) + 1)]
-        raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1}
-                                  for n, parent, w in zip(names, ["distill", *names], TINY_WIDTHS)}
+        raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1, "after": after}
+                                  for n, parent, after, w in zip(names, ["distill", *names], ["control", *names],
+                                                                 TINY_WIDTHS)}
         raw["prune"]["finetune"]["train"].update(batch_size=64, nproc=1)
         if isinstance(raw["prune"].get("control"), dict):  # the control: a round's epochs, as in the default
             raw["prune"]["control"]["epochs"] = 1
