@@ -30,58 +30,6 @@ TIMING = ("latency", "speedup", "_ms", "wall_seconds", "seconds")
 RESIZE_TOL = 0.1
 
 
-def last_round(proj: Path) -> str:
-    return list(yaml.safe_load((proj / "params.yaml").read_text())["prune"]["rounds"])[-1]
-
-
-def test_one_round_change_gives_a_short_diff_and_a_narrow_exp_show(tiny_run, tmp_path):
-    proj = copy_project(tiny_run, tmp_path / "proj")
-    # What ships under evaluate.ship: auto is decided by latency too (see shrink.ship): on this tiny net (16 px,
-    # ~0.2 ms per image) and a loaded shared CPU the timings overlap and the choice can flip between two runs.
-    # A kind asked for is chosen on validation alone: this test is about the metrics files, not the ship rule.
-    params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["evaluate"]["ship"] = "int8w"
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(proj, "repro")
-    git(proj, "commit", "-qam", "ship int8w")
-    assert dvc(proj, "metrics", "diff", "--json").stdout.strip() in ("{}", "")  # nothing changed yet
-    key = last_round(proj)
-    dvc(proj, "exp", "run", "-S", f"prune.rounds.{key}.epochs=2")
-
-    diff = json.loads(dvc(proj, "metrics", "diff", "--json").stdout)
-    rows = [(path, name) for path, figures in diff.items() for name in figures]
-    # only what the change caused: the retrained round's own figures and the final model's artifacts
-    assert {path for path, _ in rows} <= {f"metrics/prune/{key}.json", "metrics/summary.json"}, rows
-    assert not [r for r in rows if any(t in r[1] for t in TIMING)], rows
-    assert "test_loss" in diff.get(f"metrics/prune/{key}.json", {}), diff  # it did retrain
-    assert diff[f"metrics/prune/{key}.json"].get("macs") is None  # same widths: same compute
-    # the command a user types, no flags: a header and at most 30 rows
-    table = dvc(proj, "metrics", "diff").stdout.strip().splitlines()
-    assert 1 <= len(table) - 1 <= 30, "\n".join(table)
-    assert not any(t in line for line in table[1:] for t in TIMING), "\n".join(table)
-
-    shown = list(csv.reader(io.StringIO(dvc(proj, "exp", "show", "--csv").stdout)))
-    header = shown[0]
-    # columns: Experiment, rev, typ, Created, parent, then the metrics, then params (by section), then deps
-    sections = set(yaml.safe_load((proj / "params.yaml").read_text()))
-    first_param = next(i for i, h in enumerate(header) if h.split(".")[0] in sections)
-    metric_cols = header[header.index("parent") + 1:first_param]
-    # 41 with the default's stages and three rounds: 12 of them are summary.json's paired intervals (the shipped
-    # artifact against teacher, student, distill and control: point, low, high)
-    assert 5 <= len(metric_cols) <= 45, metric_cols
-    assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
-
-    # the trade-off as DVC plots: `dvc plots diff` of the baseline and the experiment draws a curve for each
-    exp = dvc(proj, "exp", "list", "--name-only").stdout.split()[0]
-    plots = json.loads(dvc(proj, "plots", "diff", "HEAD", exp, "--json").stdout)["data"]
-    rounds = yaml.safe_load((proj / "params.yaml").read_text())["prune"]["rounds"]
-    for title in ("trade-off (accuracy vs bytes)", "trade-off (accuracy vs MACs)"):
-        (plot,) = plots[title]
-        values = plot["content"]["data"]["values"]
-        assert plot["revisions"] == ["HEAD", exp] and len(values) == 2 * (1 + len(rounds)), title
-        assert [v["model"] for v in values if v["rev"] == exp] == ["distill", *rounds]
-
-
 def readme_commands(heading: str) -> list[str]:
     """The lines of the first bash block under the README's ``## <heading>``, as a user would paste them."""
     section = (ROOT / "README.md").read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
@@ -93,7 +41,8 @@ def readme_commands(heading: str) -> list[str]:
 def test_readme_comparing_runs_in_a_fresh_clone_shows_only_what_changed(tiny_run, tmp_path):
     """README's "Comparing runs", its commands as written, in a fresh clone right after the first run (which
     `make run` leaves uncommitted): the experiment's diff names only the edited round and what ships, against a
-    HEAD that holds every figure (no `-` column, no "failed to load"), and `dvc exp show` has no `!` cell."""
+    HEAD that holds every figure (no `-` column, no "failed to load"), no timing among them, `dvc exp show` has no
+    `!` cell and a narrow metrics section, and `dvc plots diff` draws the trade-off of both runs."""
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(tiny_run), str(clone))
     git(clone, "reset", "-q", "HEAD~1")  # tiny_run's last commit is its run: now in the worktree, uncommitted
@@ -117,8 +66,31 @@ def test_readme_comparing_runs_in_a_fresh_clone_shows_only_what_changed(tiny_run
     assert rows and not [r for r in rows if r[2] == "-"], table  # every figure has its HEAD value
     assert {r[0] for r in rows} <= {f"metrics/prune/{key}.json", "metrics/summary.json"}, table
     assert f"metrics/prune/{key}.json" in {r[0] for r in rows}, table  # the round did change
+    assert not [r for r in rows if any(t in r[1] for t in TIMING)], table  # timings are plain outputs
+    assert 1 <= len(rows) <= 30, table  # the command a user types, no flags: a screenful
     shown = next(v for c, v in out.items() if c.startswith("dvc exp show"))
     assert "!" not in shown, shown
+
+    shown = list(csv.reader(io.StringIO(dvc(clone, "exp", "show", "--csv").stdout)))
+    header = shown[0]
+    # columns: Experiment, rev, typ, Created, parent, then the metrics, then params (by section), then deps
+    sections = set(yaml.safe_load((clone / "params.yaml").read_text()))
+    first_param = next(i for i, h in enumerate(header) if h.split(".")[0] in sections)
+    metric_cols = header[header.index("parent") + 1:first_param]
+    # 41 with the default's stages and three rounds: 12 of them are summary.json's paired intervals (the shipped
+    # artifact against teacher, student, distill and control: point, low, high)
+    assert 5 <= len(metric_cols) <= 45, metric_cols
+    assert not [h for h in metric_cols if any(t in h for t in TIMING)], metric_cols
+
+    # the trade-off as DVC plots: `dvc plots diff` of the baseline and the experiment draws a curve for each
+    exp = dvc(clone, "exp", "list", "--name-only").stdout.split()[0]
+    plots = json.loads(dvc(clone, "plots", "diff", "HEAD", exp, "--json").stdout)["data"]
+    rounds = yaml.safe_load((clone / "params.yaml").read_text())["prune"]["rounds"]
+    for title in ("trade-off (accuracy vs bytes)", "trade-off (accuracy vs MACs)"):
+        (plot,) = plots[title]
+        values = plot["content"]["data"]["values"]
+        assert plot["revisions"] == ["HEAD", exp] and len(values) == 2 * (1 + len(rounds)), title
+        assert [v["model"] for v in values if v["rev"] == exp] == ["distill", *rounds]
 
 
 def _photos(proj: Path, folder: Path, n: int = 12) -> list[Path]:
