@@ -430,7 +430,8 @@ class Params:
             earlier = list(rounds)[:i]
             if r.after not in (CONTROL, *earlier):
                 raise FieldError(f"prune.rounds.{name}.after", f"{r.after!r}: must be {CONTROL} or a round listed "
-                                 f"before {name} ({', '.join(earlier) or 'none'}): the round whose result its plan reads")
+                                 f"before {name} ({', '.join(earlier) or 'none'}): the round whose result its plan "
+                                 f"reads")
         auto = [name for name, r in rounds.items() if r.auto]
         search = self.prune.search
         for name in auto:

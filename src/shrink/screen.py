@@ -53,8 +53,8 @@ def probe(name: str, width: float, checkpoint: str | Path, control: str | Path, 
 
 def screen(parent: str | Path, cfg: PruneParams, *, slim_params: SlimParams, seed: int, data_dir: str | Path,
            teacher: str | Path, progress: Any = None) -> dict[str, Any]:
-    """The screen: fine-tune the uncut parent and each cut of ``cfg.search.ladder`` for ``cfg.search.epochs`` with the rounds'
-    recipe (``run_round``, in a temporary folder, one process); returns the curve (widest first) and the
+    """The screen: fine-tune the uncut parent and each cut of ``cfg.search.ladder`` for ``cfg.search.epochs`` with
+    the rounds' recipe (``run_round``, in a temporary folder, one process); returns the curve (widest first) and the
     reference. Every figure is validation (each cut's with its paired counts against the uncut); no decision
     reads a test label."""
     from .checkpoint import load_checkpoint
