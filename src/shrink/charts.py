@@ -241,7 +241,7 @@ def knee(probes: list[dict[str, Any]], max_drop: float, control_bytes: int | Non
         ax.annotate(f"{i}: {p['width']:g}", (p["int8w_bytes"], p["val_acc"]), textcoords="offset points",
                     xytext=(5, 5), fontsize=8)
     ax.axhline(ref - max_drop / 100, color="tab:red", linestyle="--", linewidth=1,
-               label=f"tolerance ({max_drop:g} pt below the control)")
+               label=f"{max_drop:g} pt below the control (within: the lower bound, not the point, above it)")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())

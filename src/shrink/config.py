@@ -279,7 +279,7 @@ class SearchParams:
     """
 
     parent: str = "distill"
-    ladder: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.065])
+    ladder: list[float] = field(default_factory=lambda: [0.85, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.065])
     epochs: int = 0
 
     def __post_init__(self) -> None:

@@ -14,7 +14,8 @@ each round reading the ones before it:
 * ``prune@<round>`` cuts and fine-tunes fully, then records its probe (``screen.probe``: validation counts paired
   with the control's, bytes) after the probes it was planned from, in its ``run.json``.
 
-Three rounds resolve a ladder of eight rungs to neighbouring widths; the full fine-tune decides, not a proxy.
+Three rounds resolve the default ladder of nine rungs to neighbouring widths (all knees but the narrowest rung);
+the full fine-tune decides, not a proxy.
 An optional ``screen`` (``prune.search.epochs`` >= 1; ``shrink.screen``) fine-tunes every rung briefly and sets the
 first probe at the screen's crossing (the last rung within the tolerance) instead of the ladder's middle: measured,
 it ranks the widths well but misreads the tolerance by one to four rungs either way
