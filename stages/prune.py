@@ -12,11 +12,10 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.criterion", "prune.bn
                     "metrics": "metrics JSON", "live": "dvclive folder for per-epoch curves"},
            options={"round": "round name: a key of prune.rounds in params.yaml"}) as (params, args):
     import dataclasses
-    import os
     from pathlib import Path
 
     from shrink.config import ParamsError
-    from shrink.distributed import launch
+    from shrink.distributed import is_rank_zero, launch
     from shrink.io import read_json, write_json
     from shrink.rounds import run_round
     from shrink.screen import probe
@@ -31,7 +30,7 @@ with stage("prune", __doc__, reads=("seed", "slim", "prune.criterion", "prune.bn
     launch(params.prune.finetune.train, "prune.finetune.train")  # nproc > 1: this command again, under torchrun
     run_round(args.parent, cfg, args.round, slim_params=params.slim, seed=params.seed, data_dir=args.data,
               teacher=args.teacher, out=args.out, metrics_path=args.metrics, live_dir=args.live)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 wrote the outputs
+    if is_rank_zero():  # under torchrun, rank 0 wrote the outputs
         run = Path(args.out).with_suffix(".run.json")
         figures = read_json(run)
         figures[PROBES] = [*read_json(args.plan)[PROBES], probe(args.round, width, args.out, args.control, args.data)]

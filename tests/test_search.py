@@ -146,7 +146,8 @@ def test_the_tiny_run_screens_plans_and_prunes_at_the_planned_width(tiny_run):
         assert run["width"] == written["width"] and run["probes"][:-1] == after, name
         own = run["probes"][-1]
         assert own["round"] == name and own["width"] == run["width"] and own["val_n"] == n_val, name
-        assert own["val_acc"] == pytest.approx(run["val_acc"], abs=1e-6) and own["params"] == run["params"], name
+        # the same weights' validation accuracy, batched otherwise (a near tie may flip on another ISA: one image)
+        assert own["val_acc"] == pytest.approx(run["val_acc"], abs=1.01 / n_val) and own["params"] == run["params"], name
         before = run["probes"]
     assert json.loads((tiny_run / "search/plan/prune_1.json").read_text())["source"] == "search"
     assert not any("test" in k for r in [c["reference"], *c["curve"], *before] for k in r)  # what decides: val only

@@ -63,6 +63,12 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_rank_zero() -> bool:
+    """This process is the one that writes a stage's outputs: rank 0 under torchrun, or a plain process.
+    (Before or after ``context``: it reads torchrun's environment, not the process group.)"""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def free_loopback_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
