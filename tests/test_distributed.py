@@ -26,7 +26,7 @@ import yaml
 from conftest import assert_same_logits, copy_project, dvc
 from shrink.checkpoint import load_checkpoint, model_from_checkpoint
 from shrink.config import ParamsError, auto_nproc, load_params
-from shrink.distributed import Dist, shard, state_hash
+from shrink.distributed import Dist, is_rank_zero, shard, state_hash
 from shrink.batches import batch_starts
 
 EFFECT_SHARE = 0.1  # see the module doc
@@ -138,6 +138,15 @@ def test_nproc_takes_a_count_or_auto(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=r"student\.train\.nproc: expected int or 'auto', got 'two'"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_writer_is_the_plain_process_or_torchruns_rank_0(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_rank_zero()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_rank_zero()
+    monkeypatch.setenv("RANK", "0")
+    assert is_rank_zero()
 
 
 def test_shards_cover_every_sample_once_and_last_batch_feeds_every_rank():
