@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,13 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 import socket
 import time
+
+
+def default_signals() -> None:
+    """preexec_fn for a process a user starts from a terminal: SIGINT and SIGHUP at their defaults, whatever this
+    test run inherited (a background or `nohup` launch ignores them, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def free_port() -> int:

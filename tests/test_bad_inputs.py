@@ -28,7 +28,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, dvc, git, make_food11, make_imagefolder, make_project, write_image
+from conftest import ROOT, default_signals, dvc, git, make_food11, make_imagefolder, make_project, write_image
 from shrink import predict
 from shrink.bench.project import tiny_overrides
 from shrink.checkpoint import save_checkpoint
@@ -634,7 +634,7 @@ def test_ctrl_c_mid_stage_exits_130_without_traceback_or_output(dvc_project):
     # SIGINT back to its default in the child, as in a terminal: a background job of a non-interactive shell
     # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and Python then installs no handler for it
     proc = subprocess.Popen(cmd, cwd=proj, env=env_of(proj), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_signals)
     wait_for(proj / "dvclive/teacher/metrics.json", proc)  # an epoch has finished: mid-training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, dvc, git, make_project
+from conftest import copy_project, default_signals, dvc, git, make_project
 from shrink.checkpoint import load_checkpoint
 from shrink.config import TrainParams
 from shrink.data import Split, normalizer
@@ -96,7 +96,7 @@ def interrupt(proj: Path, sig: int) -> int:
     # SIGINT back to its default in the child, as in a terminal: a background job of a non-interactive shell
     # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and the stage would never see the Ctrl-C
     proc = subprocess.Popen(["dvc", "repro", "teacher"], cwd=proj, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + 600
         while not (proj / STATE).exists():
@@ -204,7 +204,7 @@ def test_a_stopped_two_process_stage_ends_its_workers_and_keeps_its_state(base, 
     # harder case for noticing dvc's death (a CI without $SHELL set runs this way)
     proc = subprocess.Popen(["dvc", "repro", "teacher"], cwd=proj, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "SHELL": "/bin/sh"}, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_signals)
     tree: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 600

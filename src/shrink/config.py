@@ -130,8 +130,9 @@ def _teacher_train() -> TrainParams:
 
 
 def _finetune_train() -> TrainParams:
-    # epochs: never used (each round's own replace it); 3, what prune checkpoints have always recorded
-    return TrainParams(epochs=3, lr=1e-3, schedule="cosine")
+    # epochs: never used (each round's own replace it); 3, what prune checkpoints have always recorded. keep: last,
+    # so the knee search and the ship rule read validation images no epoch was selected on
+    return TrainParams(epochs=3, lr=1e-3, schedule="cosine", keep="last")
 
 
 @dataclass(frozen=True)
