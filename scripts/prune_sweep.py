@@ -1,7 +1,7 @@
 """Measure a pruning schedule or criterion in one process: the tool behind docs/experiments/*-prune-*.md.
 
 Runs what the prune stages run (``rounds.run_round``: the cut by ``prune.criterion``, then fine-tuning that keeps
-the best epoch on validation), round after round from a distilled checkpoint, without DVC, and prints one JSON
+the epoch ``prune.finetune.train.keep`` says: the last by default), round after round from a distilled checkpoint, without DVC, and prints one JSON
 line per round: width, params, validation accuracy after the cut and after fine-tuning, test accuracy, the
 weight-only int8 ONNX file's bytes and that file's validation and test accuracy. Decisions read the validation
 figures only.

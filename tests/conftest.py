@@ -161,10 +161,15 @@ def make_project(dest: Path, edit=None) -> Path:
     return init_repo(dest, "tiny project")
 
 
+TINY_SCRATCH = ["prune_1"]  # the tiny run's rounds trained from scratch too (prune.scratch: the optional stage)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One full tiny `dvc repro`, committed; tests that change it work on a copy (see copy_project)."""
-    proj = make_project(tmp_path_factory.mktemp("tiny") / "proj")
+    """One full tiny `dvc repro` (with scratch@prune_1), committed; tests that change it work on a copy (see
+    copy_project)."""
+    proj = make_project(tmp_path_factory.mktemp("tiny") / "proj",
+                        edit=lambda params: params["prune"].update(scratch=list(TINY_SCRATCH)))
     dvc(proj, "repro")
     git(proj, "add", "-A")
     git(proj, "commit", "-qm", "tiny run")

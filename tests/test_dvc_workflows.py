@@ -359,7 +359,7 @@ def test_stage_params_name_what_the_stage_reads(tiny_run):
         for key in declared:
             lookup(params, key)  # every declared name exists in params.yaml
         reads = declared_reads(tiny_run / stage_script(stage["cmd"]))
-        if name.startswith(("prune@", "plan@")):
+        if name.startswith(("prune@", "plan@", "scratch@")):
             key = name.split("@", 1)[1]
             reads = [r.format(round=key) for r in reads]
             # per round: a round's stage depends on its own entry only, so editing one round reruns no earlier one

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY_CLASSES, TINY_EVAL, TINY_LEARN, clear_top1, git, run, tiny_eval_label
+from conftest import ROOT, TINY_CLASSES, TINY_EVAL, TINY_LEARN, TINY_SCRATCH, clear_top1, git, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
 from shrink.formats import get_format, list_formats
 from shrink.report import PRUNE_FIELDS
@@ -81,6 +81,23 @@ def test_every_stage_learns_and_writes_its_metrics(tiny_run):
         assert m["test_acc"] >= MIN_ACC and m["epochs"] == 1, (r, m)
     # StudentNet: 256,779 parameters with Food-11's 11 outputs; each class fewer removes a 256-input row
     assert json.loads((tiny_run / "models/student.run.json").read_text())["params"] == 256_779 - 7 * 257
+
+
+def test_scratch_trains_the_rounds_architecture_anew(tiny_run):
+    """scratch@<round>: the round's channels, none of its (or distill's) weights, distill's epochs plus the
+    round's, distill's loss; the report sets the round against it."""
+    for r in TINY_SCRATCH:
+        cut, new = (torch.load(tiny_run / f"models/{m}.pt", weights_only=True) for m in (r, f"scratch_{r}"))
+        assert new["model_kwargs"] == cut["model_kwargs"] and new["model"] == cut["model"]
+        assert {k: v.shape for k, v in new["state_dict"].items()} == {k: v.shape for k, v in cut["state_dict"].items()}
+        w = "cnn.0.0.weight"  # the stem: the cut keeps all of it, so here only inheritance could make them close
+        assert (new["state_dict"][w] - cut["state_dict"][w]).abs().max() > 1e-2
+        m = json.loads((tiny_run / f"models/scratch_{r}.run.json").read_text())
+        assert m["epochs"] == TINY_LEARN["distill"][1] + 1 and m["round"] == r and m["test_acc"] >= MIN_ACC
+        assert m["width"] == json.loads((tiny_run / f"models/{r}.run.json").read_text())["width"]
+        assert new["params"]["prune"]["scratch"] == r and new["params"]["distill"]["alpha"] == 0.5
+        assert json.loads((tiny_run / f"metrics/scratch_{r}.json").read_text())["test_acc"] == m["test_acc"]
+        assert f"(`{r}` − `scratch_{r}`): " in (tiny_run / "report.md").read_text()
 
 
 def test_checkpoints_load_weights_only_with_their_params(tiny_run):
@@ -205,7 +222,7 @@ def test_a_corrupted_weight_or_scale_fails_the_check(tiny_run, tmp_path, artifac
 
 def test_quantize_and_evaluate_outputs(tiny_run):
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
-    fp32 = ["teacher", "student", "distill", "control", *ROUNDS]
+    fp32 = ["teacher", "student", "distill", "control", *ROUNDS, *(f"scratch_{r}" for r in TINY_SCRATCH)]
     names = fp32 + [f"{m}.ort" for m in fp32]
     names += [f"{m}.{k}" for m in ("distill", "control", *ROUNDS) for k in KINDS]  # every round is quantized
     assert list(ev) == names + ["shipped"]

@@ -314,6 +314,9 @@ class PruneParams:
         control: the equal-budget control (the ``control`` stage).
         search: the knee search that picks the widths of rounds marked ``auto``.
         rounds: round name -> RoundParams, each one DVC stage (``prune@<name>``).
+        scratch: rounds whose pruned architecture is also trained from random initialisation (the stage
+            ``scratch@<round>``, ``scratch_model``): distill's recipe for distill's epochs plus the round's, the
+            pruned model's total (Liu et al. 2019, Scratch-E): does inheriting the cut's weights matter?
     """
 
     criterion: str = "bn_scale"
@@ -328,6 +331,7 @@ class PruneParams:
     # none by default: DVC makes the prune stages from params.yaml's rounds itself (foreach), so a round
     # named here alone would be one no stage runs
     rounds: dict[str, RoundParams] = field(default_factory=dict)
+    scratch: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(self.min_channels >= 1, "min_channels", self.min_channels, "must be >= 1")
@@ -338,6 +342,11 @@ class PruneParams:
         """This section with round ``name`` alone (no round for ``CONTROL``): what one round's stage reads and
         records."""
         return dataclasses.replace(self, rounds={} if name == CONTROL else {name: self.rounds[name]})
+
+
+def scratch_model(round_name: str) -> str:
+    """The model name of a round's architecture trained from scratch (``prune.scratch``): models/<it>.pt."""
+    return f"scratch_{round_name}"
 
 
 @dataclass(frozen=True)
@@ -442,6 +451,12 @@ class Params:
         if auto and not search.ladder:
             raise FieldError("prune.search.ladder", f"round(s) of width auto ({', '.join(auto)}) search a ladder of "
                              f"widths: give at least one, got {search.ladder!r}")
+        for i, name in enumerate(self.prune.scratch):
+            if name not in rounds:
+                raise FieldError(f"prune.scratch[{i}]", f"{name!r} is not a round of prune.rounds (known: "
+                                 f"{', '.join(rounds) or 'none'}): scratch trains a round's architecture anew")
+        if len(set(self.prune.scratch)) != len(self.prune.scratch):
+            raise FieldError("prune.scratch", f"names a round twice: {self.prune.scratch!r}")
         known = {"teacher", "student", "distill", CONTROL}
         for i, m in enumerate(self.quantize.models):
             if m in rounds:
@@ -452,8 +467,9 @@ class Params:
 
     @property
     def fp32_models(self) -> list[str]:
-        """Every fp32 checkpoint the pipeline makes, in pipeline order."""
-        return ["teacher", "student", "distill", CONTROL, *self.prune.rounds]
+        """Every fp32 checkpoint the pipeline makes, in pipeline order (the rounds' from-scratch twins last)."""
+        return ["teacher", "student", "distill", CONTROL, *self.prune.rounds,
+                *(scratch_model(r) for r in self.prune.scratch)]
 
     @property
     def quantized_models(self) -> list[str]:

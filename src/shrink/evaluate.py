@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from .charts import csv_rows, read_live_curves, write_charts
-from .config import CONTROL, EvaluateParams, Params, RoundParams
+from .config import CONTROL, EvaluateParams, Params, RoundParams, scratch_model
 from .data import Split, load_meta, load_split, normalizer
 from .formats import tie_order
 from .io import atomic_path, read_json, write_json, write_text
@@ -99,14 +99,17 @@ def against_unpruned(m: Measured, name: str) -> dict[str, Paired]:
 def steps(m: Measured, params: Params, ship: Entry | None, rounds: dict[str, RoundParams] | None = None
           ) -> list[tuple[str, str, str, Paired]]:
     """What each step bought, on the test images: KD (distill - student), the control's fine-tuning (control -
-    its parent), each round's cut (round - control: the same budget, without the cut), and quantizing (the
-    shipped artifact - its fp32 network). Only the rows measured. ``rounds``: the rounds with their widths
+    its parent), each round's cut (round - control: the same budget, without the cut), inheriting the cut's
+    weights (round - its architecture trained from scratch, for the rounds in ``prune.scratch``), and quantizing
+    (the shipped artifact - its fp32 network). Only the rows measured. ``rounds``: the rounds with their widths
     resolved (``search.resolve``; default params.yaml's)."""
     c = params.prune.control
     pairs = [("KD", UNPRUNED, "student"),
              (f"{c.epochs} more epoch{'' if c.epochs == 1 else 's'} of fine-tuning (the control)", CONTROL, c.parent)]
     pairs += [(f"the cut to width {r.width:g}, against the control", name, CONTROL)
               for name, r in (rounds or params.prune.rounds).items()]
+    pairs += [(f"inheriting the cut's weights: {name} against its architecture trained from scratch for as many "
+               f"epochs", name, scratch_model(name)) for name in params.prune.scratch]
     if ship is not None and ship.source:
         pairs.append(("quantizing the shipped artifact", ship.name, ship.source))
     return [(what, a, b, m.on_test(a, b)) for what, a, b in pairs if a in m.test_correct and b in m.test_correct]

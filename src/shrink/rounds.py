@@ -48,12 +48,14 @@ def follow_the_cut(model: nn.Module, momentum: float = FINETUNE_BN_MOMENTUM) -> 
 
 # what each kind of stage reads of the prune section (its params: in dvc.yaml), so its checkpoint records that alone
 CONTROL_READS = ("blocks", "finetune", "control")
+ROUND_SKIPS = ("control", "scratch")  # of the prune section, what a round's stage does not read
 
 
 def recorded(cfg: PruneParams, control: bool) -> dict[str, Any]:
-    """The prune section as a round's (all but ``control``) or the control's (``CONTROL_READS``) checkpoint
+    """The prune section as a round's (all but ``ROUND_SKIPS``) or the control's (``CONTROL_READS``) checkpoint
     records it: what its stage reads."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if (k in CONTROL_READS if control else k != "control")}
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if (k in CONTROL_READS if control else k not in ROUND_SKIPS)}
 
 
 def run_round(parent: str | Path, cfg: PruneParams, name: str, *, slim_params: SlimParams, seed: int,
