@@ -2,7 +2,8 @@
 place; metrics, plots, report.md, predictions."""
 from shrink.stage import stage
 
-with stage("evaluate", __doc__, reads=("prune.rounds", "prune.control", "quantize.models", "evaluate"),
+with stage("evaluate", __doc__, reads=("prune.rounds", "prune.control", "prune.scratch", "quantize.models",
+                                       "evaluate"),
            inputs={"data": "prepared data folder",
                    "models": "folder of checkpoints (<name>.pt, <name>.run.json) and quantized/ artifacts",
                    "live": "dvclive folder (training curves)",

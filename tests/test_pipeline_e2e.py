@@ -96,7 +96,7 @@ def test_scratch_trains_the_rounds_architecture_anew(tiny_run):
         assert m["epochs"] == TINY_LEARN["distill"][1] + 1 and m["round"] == r and m["test_acc"] >= MIN_ACC
         assert m["width"] == json.loads((tiny_run / f"models/{r}.run.json").read_text())["width"]
         assert new["params"]["prune"]["scratch"] == r and new["params"]["distill"]["alpha"] == 0.5
-        assert json.loads((tiny_run / f"metrics/scratch_{r}.json").read_text())["test_acc"] == m["test_acc"]
+        assert json.loads((tiny_run / f"metrics/prune/scratch_{r}.json").read_text())["test_acc"] == m["test_acc"]
         assert f"(`{r}` − `scratch_{r}`): " in (tiny_run / "report.md").read_text()
 
 

@@ -170,7 +170,7 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
     Everything is computed before anything is written, so a failure leaves the previous outputs alone.
 
     Args:
-        params: reads ``prune.rounds``, ``prune.control``, ``quantize.models`` and ``evaluate``.
+        params: reads ``prune.rounds``, ``prune.control``, ``prune.scratch``, ``quantize.models`` and ``evaluate``.
         data: the prepared data folder.
         models: the folder of ``<name>.pt`` (with ``<name>.run.json``) and ``quantized/`` artifacts.
         metrics: summary.json (``headline``); table: evaluate.json (every row); latency: latency.json.
