@@ -1,11 +1,17 @@
-"""Knowledge distillation loss (Hinton et al. 2015), as the course wrote it."""
+"""Knowledge distillation (Hinton et al. 2015): the loss as the course wrote it, and distill's recipe as a training job."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import check_classes, load_checkpoint, model_from_checkpoint
+from .config import Params, TrainParams
 from .distributed import shard
+from .pipeline import TrainJob
+from .prune import bn_l1_hook
 from .train import predict_logits
 
 
@@ -91,3 +97,24 @@ class KDLoss:
 def make_kd_loss(teacher: nn.Module, temperature: float, alpha: float, cache: bool = True) -> KDLoss:
     """A ``loss_fn`` for ``train.fit`` that distils from the frozen ``teacher`` (see ``KDLoss``)."""
     return KDLoss(teacher, temperature, alpha, cache)
+
+
+def load_teacher(path: str | Path, classes: list[str]) -> nn.Module:
+    """The teacher checkpoint at ``path`` as a model, checked to know ``classes`` (the prepared data's).
+
+    Building it draws the net's initial weights from the global RNG before loading its own: stages call this where
+    they always did, so the student's seeded initialisation stays what it was.
+    """
+    ckpt = load_checkpoint(path)
+    check_classes(ckpt, classes, path)
+    return model_from_checkpoint(ckpt)  # KDLoss.prepare moves it to the training device
+
+
+def distill_job(model: nn.Module, name: str, model_kwargs: dict, cfg: TrainParams, seed: int, resolved: dict,
+                teacher: nn.Module, params: Params) -> TrainJob:
+    """distill's recipe as a ``pipeline.TrainJob``: KD from the frozen ``teacher`` with ``params.distill``'s
+    temperature and alpha, and slimming's L1 on the BatchNorm gammas (``params.slim.l1``). Used by the distill stage
+    and by scratch@<round> (the same recipe on a round's architecture)."""
+    p = params.distill
+    return TrainJob(model, name, model_kwargs, cfg, seed, resolved,
+                    loss_fn=make_kd_loss(teacher, p.temperature, p.alpha), after_backward=bn_l1_hook(params.slim.l1))
