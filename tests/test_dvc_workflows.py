@@ -137,17 +137,19 @@ def stage_script(cmd: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def temperature_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run with `distill.temperature` changed, run as a `dvc exp run` (baseline committed):
-    one run serves the rerun, experiment, metrics-diff and plots tests."""
-    proj = copy_project(tiny_run, tmp_path_factory.mktemp("temperature") / "proj")
+def round_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run with one round's param changed (`prune.rounds.prune_2.epochs`), run as a
+    `dvc exp run` (baseline committed): one run serves the rerun, experiment, metrics-diff and plots tests. A round
+    rather than distill: the same mechanism (a param reruns its stage and what depends on it, nothing else) at a
+    third of the cost (distill's descendants are every later stage)."""
+    proj = copy_project(tiny_run, tmp_path_factory.mktemp("round") / "proj")
     before = read_lock(proj)
-    set_param(proj, "distill.temperature", 3.0)
-    changed = status(proj)
+    set_param(proj, "prune.rounds.prune_2.epochs", 2)
+    changed, told = status(proj), dvc(proj, "status").stdout
     t0 = time.perf_counter()
     out = dvc(proj, "exp", "run").stdout  # the workspace's params change is the experiment's
-    return SimpleNamespace(proj=proj, status=changed, ran=ran_stages(out), seconds=time.perf_counter() - t0,
-                           lock_before=before, lock_after=read_lock(proj), stdout=out)
+    return SimpleNamespace(proj=proj, status=changed, told=told, ran=ran_stages(out),
+                           seconds=time.perf_counter() - t0, lock_before=before, lock_after=read_lock(proj), stdout=out)
 
 
 @pytest.fixture(scope="module")
@@ -173,47 +175,30 @@ def test_repro_after_a_full_run_does_nothing(tiny_run):
     assert all(f"Stage '{s}' didn't change, skipping" in out for s in stages)
 
 
-def test_distill_param_reruns_distill_and_its_descendants_only(temperature_run):
-    r = temperature_run
-    downstream = descendants(r.lock_before, "distill")
-    assert {"screen", "control", *PLANS, *ROUNDS} <= set(downstream)  # the knee search and its rounds
-    # `dvc status` compares each stage's own deps with dvc.lock: it names distill (and any stage
-    # declaring the same param), not the stages that depend on models/distill.pt, which changes
-    # only once distill has rerun.
-    assert r.status["distill"] == [{"changed deps": {"params.yaml": {"distill": "modified"}}}]
-    assert set(r.status) <= {"distill", *downstream}
-    assert r.ran[0] == "distill" and sorted(r.ran) == sorted(["distill", *downstream])
-    assert_ran_in_dependency_order(r.ran, r.lock_before)
-    for stage in set(r.lock_before) - set(r.ran):  # prepare, teacher, student
-        assert r.lock_after[stage] == r.lock_before[stage], f"{stage} was touched"
-    assert {"prepare", "teacher", "student"} <= set(r.lock_before) - set(r.ran)
-    assert r.lock_after["distill"]["params"]["params.yaml"]["distill"]["temperature"] == 3.0
-    print(f"dvc repro after a distill param: distill + {len(downstream)} downstream stages, {r.seconds:.0f} s")
-
-
-def test_round_param_reruns_that_round_and_later_rounds_only(tiny_run, tmp_path):
+def test_a_round_param_reruns_that_round_and_what_reads_it_only(round_run):
     """A round's own param reruns its plan (cheap, no training), that round and what reads its result (the next
-    round's plan, the rounds below it); not the knee search's screen, and not prune_1 or its plan."""
-    proj = copy_project(tiny_run, tmp_path / "proj")
-    before = read_lock(proj)
-    set_param(proj, "prune.rounds.prune_2.epochs", 2)
+    round's plan, the rounds below it, quantize, evaluate); not the knee search's screen, and not prune_1 or its
+    plan. `dvc status` compares each stage's own deps with dvc.lock: it names the stages declaring the param, not
+    the ones that depend on models/prune_2.pt, which changes only once the round has rerun."""
+    r = round_run
+    before = r.lock_before
     downstream = descendants(before, "prune@prune_2")
-    changed = status(proj)
+    assert {"screen", "control", *PLANS, *ROUNDS} <= set(descendants(before, "distill"))  # the knee search's stages
     for stage in ("plan@prune_2", "prune@prune_2"):
-        assert changed[stage] == [{"changed deps": {"params.yaml": {"prune.rounds.prune_2": "modified"}}}], stage
-    assert set(changed) <= {"prune@prune_2", "plan@prune_2", *downstream}
-    assert "prune@prune_2" in dvc(proj, "status").stdout
-    ran = ran_stages(dvc(proj, "repro").stdout)
-    assert ran[:2] == ["plan@prune_2", "prune@prune_2"] and "plan@prune_3" in downstream
-    assert sorted(ran) == sorted(["plan@prune_2", "prune@prune_2", *downstream])
-    assert_ran_in_dependency_order(ran, before)
-    after = read_lock(proj)
-    for stage in set(before) - set(ran):
-        assert after[stage] == before[stage], f"{stage} was touched"
+        assert r.status[stage] == [{"changed deps": {"params.yaml": {"prune.rounds.prune_2": "modified"}}}], stage
+    assert set(r.status) <= {"prune@prune_2", "plan@prune_2", *downstream}
+    assert "prune@prune_2" in r.told
+    assert r.ran[:2] == ["plan@prune_2", "prune@prune_2"] and "plan@prune_3" in downstream
+    assert sorted(r.ran) == sorted(["plan@prune_2", "prune@prune_2", *downstream])
+    assert_ran_in_dependency_order(r.ran, before)
+    for stage in set(before) - set(r.ran):
+        assert r.lock_after[stage] == before[stage], f"{stage} was touched"
     assert {"prepare", "teacher", "student", "distill", "screen", "control", "plan@prune_1",
-            "prune@prune_1"} <= set(before) - set(ran)
-    assert json.loads((proj / "models/prune_2.run.json").read_text())["epochs"] == 2
-    assert status(proj) == {}
+            "prune@prune_1"} <= set(before) - set(r.ran)
+    assert r.lock_after["prune@prune_2"]["params"]["params.yaml"]["prune.rounds.prune_2"]["epochs"] == 2
+    assert json.loads((r.proj / "models/prune_2.run.json").read_text())["epochs"] == 2
+    assert status(r.proj) == {}
+    print(f"dvc exp run after a round's param: {len(r.ran)} stages, {r.seconds:.0f} s")
 
 
 # ------------------------------------------------------------------ 1b. deps and params say what a stage reads
@@ -430,17 +415,16 @@ def test_another_seed_gives_other_results(tiny_run, tmp_path):
 # ------------------------------------------------------------------ 3. experiments
 
 
-def test_exp_run_with_a_param_is_listed_with_params_and_metrics(temperature_run):
-    r = temperature_run
+def test_exp_run_with_a_param_is_listed_with_params_and_metrics(round_run):
+    r = round_run
     (name,) = re.findall(r"Ran experiment\(s\): (\S+)", r.stdout)
     exp = experiments(r.proj)[name]
-    assert exp["params"]["distill"]["temperature"] == 3.0
-    distill = exp["metrics"]["metrics/distill.json"]
-    assert distill["test_acc"] >= MIN_ACC and distill["macs"] > 0
+    assert exp["params"]["prune"]["rounds"]["prune_2"]["epochs"] == 2
     assert exp["params"]["prune"]["rounds"]["prune_3"]["epochs"] == 1
+    round_2 = exp["metrics"]["metrics/prune/prune_2.json"]
+    assert round_2["test_acc"] >= MIN_ACC and round_2["macs"] > 0
     # the results are applied to the workspace too
-    assert json.loads((r.proj / "models/distill.run.json").read_text())["temperature"] == 3.0
-    print(f"dvc exp run, distill.temperature 2.0 -> 3.0: {r.seconds:.0f} s")
+    assert json.loads((r.proj / "models/prune_2.run.json").read_text())["epochs"] == 2
 
 
 def queue_table(proj: Path) -> dict[str, str]:
@@ -541,17 +525,17 @@ def test_metrics_are_declared_at_the_top_level(tiny_run):
     assert sorted(metrics_data(tiny_run)) == written
 
 
-def test_metrics_diff_names_the_changed_figures(temperature_run):
-    proj = temperature_run.proj
+def test_metrics_diff_names_the_changed_figures(round_run):
+    proj = round_run.proj
     table = dvc(proj, "metrics", "diff").stdout
     diff = json.loads(dvc(proj, "metrics", "diff", "--json").stdout)
-    assert "test_loss" in diff["metrics/distill.json"], diff  # distill retrained at T=3
-    assert re.search(r"metrics/distill\.json\s+test_loss\s", table), table
-    untouched = {"metrics/prepare.json", "metrics/teacher.json", "metrics/student.json"}
+    assert "test_loss" in diff["metrics/prune/prune_2.json"], diff  # the round retrained for 2 epochs
+    assert re.search(r"metrics/prune/prune_2\.json\s+test_loss\s", table), table
+    untouched = {f"metrics/{m}.json" for m in ("prepare", "teacher", "student", "distill", "prune/prune_1")}
     assert not untouched & set(diff), "stages that did not rerun show changed metrics"
     assert not [k for figures in diff.values() for k in figures if is_timing(k.split(".")[-1])], diff
-    some = dvc(proj, "metrics", "diff", "--targets", "metrics/distill.json", "metrics/summary.json").stdout
-    assert "metrics/distill.json" in some and "metrics/latency.json" not in some
+    some = dvc(proj, "metrics", "diff", "--targets", "metrics/prune/prune_2.json", "metrics/summary.json").stdout
+    assert "metrics/prune/prune_2.json" in some and "metrics/latency.json" not in some
 
 
 def vega_spec(html: str, title: str) -> dict:
@@ -560,8 +544,8 @@ def vega_spec(html: str, title: str) -> dict:
     return spec
 
 
-def test_plots_render_the_training_curves(temperature_run):
-    proj = temperature_run.proj
+def test_plots_render_the_training_curves(round_run):
+    proj = round_run.proj
     dvc(proj, "plots", "show", "-o", "dvc_plots")
     spec = vega_spec((proj / "dvc_plots/index.html").read_text(), "training curves (val accuracy)")
     points = {(v["filename"], v["rev"]): float(v["acc"]) for v in spec["data"]["values"]}

@@ -362,7 +362,7 @@ def test_structure_mismatch_is_an_artifact_error(tmp_path):
 def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     """The tiny pipeline with `student_net.arch: mobilenet_v3_small` (reusing the shared tiny project's prepared
     data and teacher): every round is physically smaller, its checkpoints rebuild from plain data, and every
-    artifact is evaluated. Two rounds keep it to a few minutes, and no screen (the tiny run's has one); the
+    artifact is evaluated. Two rounds keep it to a few minutes, and no screen or scratch stage; the
     small-input stem is covered by test_small_input_adaptation."""
     import json
 
@@ -376,6 +376,7 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     params["slim"]["l1"] = 1e-4
     params["prune"]["rounds"] = dict(list(params["prune"]["rounds"].items())[:2])
     params["prune"]["search"]["epochs"] = 0  # no screen (the default): the first round probes the ladder's middle
+    params["prune"]["scratch"] = []  # the optional stage is test_pipeline_e2e's (StudentNet); not retrained here
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = dvc(proj, "repro")
     assert "Running stage 'teacher'" not in proc.stdout  # the teacher and the data are reused
