@@ -83,7 +83,7 @@ class TrainParams:
     """How a stage trains. The class's defaults are params.yaml's ``student.train`` (and ``distill.train``);
     the teacher's and pruning's fine-tuning differ (``_teacher_train``, ``_finetune_train``)."""
 
-    epochs: int = 4
+    epochs: int = 12
     batch_size: int = 128
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-3
@@ -126,7 +126,7 @@ class TrainParams:
 
 
 def _teacher_train() -> TrainParams:
-    return TrainParams(batch_size=256, lr=2e-3, weight_decay=5e-4, channels_last=False)
+    return TrainParams(epochs=4, batch_size=256, lr=2e-3, weight_decay=5e-4, channels_last=False)
 
 
 def _finetune_train() -> TrainParams:
