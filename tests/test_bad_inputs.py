@@ -90,6 +90,8 @@ STAGE_ARGS = {
                 "--live", "dvclive/student"],
     "distill": ["--data", "data/prepared", "--teacher", "models/teacher.pt", "--out", "models/distill.pt",
                 "--metrics", "metrics/distill.json", "--live", "dvclive/distill"],
+    "control": ["--parent", "models/distill.pt", "--teacher", "models/teacher.pt", "--data", "data/prepared",
+                "--out", "models/control.pt", "--metrics", "metrics/control.json", "--live", "dvclive/control"],
 }
 
 
@@ -427,12 +429,19 @@ def test_a_bare_state_dict_is_not_a_checkpoint(proj, monkeypatch, capsys):
     assert_refused(proj, "distill", monkeypatch, capsys, "models/teacher.pt", "not a shrink checkpoint")
 
 
-def test_teacher_of_other_classes(proj, monkeypatch, capsys):
+@pytest.mark.parametrize("stage", ["distill", "control"])
+def test_teacher_of_other_classes(proj, stage, monkeypatch, capsys):
+    """Every stage that reads the teacher checks it knows the data's classes: distill, and the control (and the
+    rounds: one ``run_round``) when they fine-tune with KD."""
     meta = load_meta(proj / "data/prepared")
+    own = {k: meta[k] for k in ("mean", "std", "image_size")}
     save_checkpoint(proj / "models/teacher.pt", build_model("resnet18", 5), name="resnet18", model_kwargs={},
-                    num_classes=5, data_meta={**{k: meta[k] for k in ("mean", "std", "image_size")},
-                                              "classes": list("abcde")}, params={})
-    assert_refused(proj, "distill", monkeypatch, capsys, "models/teacher.pt", "other classes")
+                    num_classes=5, data_meta={**own, "classes": list("abcde")}, params={})
+    if stage == "control":
+        edit_params(proj, setp("prune.finetune.distill", True))
+        save_checkpoint(proj / "models/distill.pt", build_model("studentnet", 3), name="studentnet", model_kwargs={},
+                        num_classes=3, data_meta={**own, "classes": meta["classes"]}, params={})
+    assert_refused(proj, stage, monkeypatch, capsys, "models/teacher.pt", "other classes")
 
 
 @pytest.fixture(scope="session")

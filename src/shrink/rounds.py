@@ -22,7 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import AUTO, CONTROL, PruneParams, SlimParams
 from .data import load_meta, load_split, normalizer, train_sample
-from .distill import make_kd_loss
+from .distill import load_teacher, make_kd_loss
 from .pipeline import Outputs, TrainJob, as_params, run_training
 from .prune import base_channels_of, bn_l1_hook, keep_as_lists, rebuild_kwargs, sample_images, slim
 from .train import loss_and_accuracy, seed_everything
@@ -104,7 +104,8 @@ def run_round(parent: str | Path, cfg: PruneParams, name: str, *, slim_params: S
         model, ckpt["model"], rebuild_kwargs(model, ckpt["model_kwargs"]) if not control else ckpt["model_kwargs"],
         dataclasses.replace(ft.train, epochs=epochs), seed, as_params(seed=seed, prune=recorded(cfg, control),
                                                                       slim=slim_params),
-        loss_fn=make_kd_loss(model_from_checkpoint(teacher), ft.temperature, ft.alpha) if ft.distill else None,
+        loss_fn=make_kd_loss(load_teacher(teacher, load_meta(data_dir)["classes"]), ft.temperature, ft.alpha)
+        if ft.distill else None,
         after_backward=bn_l1_hook(slim_params.l1, cfg.blocks))
     return run_training(
         job, stage or (name if control else f"prune@{name}"), data_dir,
