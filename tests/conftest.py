@@ -162,14 +162,20 @@ def make_project(dest: Path, edit=None) -> Path:
 
 
 TINY_SCRATCH = ["prune_1"]  # the tiny run's rounds trained from scratch too (prune.scratch: the optional stage)
+# and quantized (quantize.models lists their twins): candidates to ship, after the rounds
+TINY_QUANTIZE = ["distill", "control", *(f"scratch_{r}" for r in TINY_SCRATCH)]
+
+
+def _tiny_run_params(params: dict) -> None:
+    params["prune"].update(scratch=list(TINY_SCRATCH))
+    params["quantize"].update(models=list(TINY_QUANTIZE))
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One full tiny `dvc repro` (with scratch@prune_1), committed; tests that change it work on a copy (see
-    copy_project)."""
-    proj = make_project(tmp_path_factory.mktemp("tiny") / "proj",
-                        edit=lambda params: params["prune"].update(scratch=list(TINY_SCRATCH)))
+    """One full tiny `dvc repro` (with scratch@prune_1, quantized and a candidate to ship), committed; tests that
+    change it work on a copy (see copy_project)."""
+    proj = make_project(tmp_path_factory.mktemp("tiny") / "proj", edit=_tiny_run_params)
     dvc(proj, "repro")
     git(proj, "add", "-A")
     git(proj, "commit", "-qm", "tiny run")

@@ -88,6 +88,9 @@ def test_one_round_alone_is_what_a_round_records():
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}}, "quantize": {"models": ["distill", "r1"]}},
      "params.yaml: quantize.models[1]: 'r1' is a prune round: every round is quantized by its own quantize-round@r1"),
     ({"prune": {"scratch": ["prune_9"]}}, "params.yaml: prune.scratch[0]: 'prune_9' is not a round of prune.rounds"),
+    ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}}, "quantize": {"models": ["scratch_r1"]}},
+     "params.yaml: quantize.models[0]: no model named 'scratch_r1' (known: control, distill, student, teacher): add "
+     "r1 to prune.scratch, which trains it"),
     ({"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}, "scratch": ["r1", "r1"]}},
      "params.yaml: prune.scratch: names a round twice"),
     ({"seed": -1}, "params.yaml: seed: must be a non-negative integer"),

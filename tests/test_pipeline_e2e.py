@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
 ROUNDS = ("prune_1", "prune_2", "prune_3")
-SOURCES = ("control", "distill", *ROUNDS)  # whose artifacts may ship (evaluate.ship_sources: the reference first)
+TWINS = tuple(f"scratch_{r}" for r in TINY_SCRATCH)  # the rounds' from-scratch twins, quantized (TINY_QUANTIZE)
+# whose artifacts may ship (evaluate.ship_sources: the reference first, the twins after the rounds)
+SOURCES = ("control", "distill", *ROUNDS, *TWINS)
 KINDS = tuple(list_formats())
 MIN_ACC = 0.75  # 3x chance: a model at chance (0.25) or one that lost half its skill fails
 AGREE = 0.9  # top-1 agreement of an artifact with its fp32 parent on the 48 test images (at most 4 may differ)
@@ -228,9 +230,9 @@ def test_a_corrupted_weight_or_scale_fails_the_check(tiny_run, tmp_path, artifac
 
 def test_quantize_and_evaluate_outputs(tiny_run):
     ev = json.loads((tiny_run / "metrics/evaluate.json").read_text())
-    fp32 = ["teacher", "student", "distill", "control", *ROUNDS, *(f"scratch_{r}" for r in TINY_SCRATCH)]
+    fp32 = ["teacher", "student", "distill", "control", *ROUNDS, *TWINS]
     names = fp32 + [f"{m}.ort" for m in fp32]
-    names += [f"{m}.{k}" for m in ("distill", "control", *ROUNDS) for k in KINDS]  # every round is quantized
+    names += [f"{m}.{k}" for m in ("distill", "control", *ROUNDS, *TWINS) for k in KINDS]  # every round is quantized
     assert list(ev) == names + ["shipped"]
     shipped = ev["shipped"]
     assert shipped["parent"] in SOURCES and shipped["kind"] in KINDS and shipped["rule"] == "auto"

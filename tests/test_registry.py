@@ -377,6 +377,7 @@ def test_dvc_repro_with_a_torchvision_student(tiny_run, tmp_path):
     params["prune"]["rounds"] = dict(list(params["prune"]["rounds"].items())[:2])
     params["prune"]["search"]["epochs"] = 0  # no screen (the default): the first round probes the ladder's middle
     params["prune"]["scratch"] = []  # the optional stage is test_pipeline_e2e's (StudentNet); not retrained here
+    params["quantize"]["models"] = ["distill", "control"]  # nor its twin quantized
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = dvc(proj, "repro")
     assert "Running stage 'teacher'" not in proc.stdout  # the teacher and the data are reused

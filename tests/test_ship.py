@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from shrink.config import EvaluateParams, ParamsError, validate
-from shrink.evaluate import ship_terms
+from shrink.evaluate import ship_sources, ship_terms
 from shrink.ship import Row, choose, get_objective, list_objectives, register_objective
 
 
@@ -137,6 +137,29 @@ def test_ship_rule_across_rounds_reads_validation_and_the_reference_speed():
     assert name == "prune_1.int8"  # the next smallest file that is accurate and as fast as distill.ort
     lat["prune_1.int8"] = _lat(0.3, 1.0)
     assert choose_shipped(ev, lat, sources, p)[0] == "distill.int8w"  # the unpruned student's own artifact
+
+
+def test_a_rounds_from_scratch_twin_ships_when_quantize_lists_it_and_loses_a_tie_to_the_round():
+    """``prune.scratch`` trains a round's architecture anew; with its twin in ``quantize.models`` the twin's
+    artifacts are candidates after the rounds': the smaller accurate file ships, and a tie in bytes goes to
+    the round (listed first)."""
+    rounds = {"prune": {"rounds": {"r1": {"parent": "distill", "width": 0.5}}, "scratch": ["r1"]}}
+    assert ship_sources(validate(rounds)) == ["control", "distill", "r1"]  # trained, measured, not a candidate
+    listed = validate({**rounds, "quantize": {"models": ["distill", "control", "scratch_r1"]}})
+    assert ship_sources(listed) == ["control", "distill", "r1", "scratch_r1"]
+    assert listed.quantized_models == ["distill", "control", "r1", "scratch_r1"]
+    ev, lat = _rows(SIZES, ACCS, MINS, model="control",
+                    ev={"distill": {"val_acc": 0.90, "test_acc": 0.9, "bytes": 1_000_000}})
+    quick = {n: (b1 / 2, b64 / 2) for n, (b1, b64) in MINS.items()}
+    ev, lat = _rows({k: v // 4 for k, v in SIZES.items()}, ACCS, quick, model="r1", ev=ev, lat=lat)
+    ev, lat = _rows({k: v // 5 for k, v in SIZES.items()}, ACCS, quick, model="scratch_r1", ev=ev, lat=lat)
+    p = EvaluateParams(confidence=0.0)  # the reference is the control's val 0.90
+    sources = ship_sources(listed)
+    assert choose_shipped(ev, lat, sources, p)[0] == "scratch_r1.int8w"
+    assert choose_shipped(ev, lat, ship_sources(validate(rounds)), p)[0] == "r1.int8w"
+    for k in SIZES:  # files of the same sizes as the round's
+        ev[f"scratch_r1.{k}"]["bytes"] = ev[f"r1.{k}"]["bytes"]
+    assert choose_shipped(ev, lat, sources, p)[0] == "r1.int8w"
 
 
 # ---------------------------------------------------------------- every branch of the ship rule

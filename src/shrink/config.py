@@ -351,7 +351,8 @@ def scratch_model(round_name: str) -> str:
 
 @dataclass(frozen=True)
 class QuantizeParams:
-    # fp32 models to quantize besides the prune rounds (every round is quantized by its own quantize-round stage)
+    # fp32 models to quantize besides the prune rounds (every round is quantized by its own quantize-round stage);
+    # a round's from-scratch twin (scratch_<round>, its round in prune.scratch) listed here may ship too
     models: list[str] = field(default_factory=lambda: ["distill", CONTROL])
     calibration_images: int = 512  # training images that calibrate int8 activation ranges
 
@@ -457,13 +458,17 @@ class Params:
                                  f"{', '.join(rounds) or 'none'}): scratch trains a round's architecture anew")
         if len(set(self.prune.scratch)) != len(self.prune.scratch):
             raise FieldError("prune.scratch", f"names a round twice: {self.prune.scratch!r}")
-        known = {"teacher", "student", "distill", CONTROL}
+        twins = [scratch_model(r) for r in self.prune.scratch]
+        known = ["teacher", "student", "distill", CONTROL, *twins]
         for i, m in enumerate(self.quantize.models):
             if m in rounds:
                 raise FieldError(f"quantize.models[{i}]", f"{m!r} is a prune round: every round is quantized by "
                                  f"its own quantize-round@{m} stage already; remove it from the list")
             if m not in known:
-                raise FieldError(f"quantize.models[{i}]", f"no model named {m!r} (known: {', '.join(sorted(known))})")
+                twin = next((r for r in rounds if m == scratch_model(r)), None)
+                hint = (f": add {twin} to prune.scratch, which trains it" if twin else "")
+                raise FieldError(f"quantize.models[{i}]", f"no model named {m!r} (known: {', '.join(sorted(known))})"
+                                 f"{hint}")
 
     @property
     def fp32_models(self) -> list[str]:

@@ -6,7 +6,8 @@
    quantized artifact, with its validation and test accuracy, bytes and CPU latency;
 2. ``shrink.ship``: what ships, by ``evaluate.objective`` (``smallest_fast`` by default, ``most_accurate`` the
    course's), among the artifacts of the unpruned distilled student and of the control (those
-   ``quantize.models`` lists, both by default) and of every prune round, decided on validation against
+   ``quantize.models`` lists, both by default), of every prune round and of the rounds' from-scratch twins
+   ``quantize.models`` lists (none by default), decided on validation against
    ``evaluate.reference`` (the control by default) at ``evaluate.confidence`` (``decide``);
 3. ``write_shipped``: the shipped artifact to a stable place, ``shipped/model.onnx`` with
    ``shipped/model.json`` (classes, input size, normalisation, kind), whichever kind won; dvc.yaml declares
@@ -72,10 +73,12 @@ def ship_terms(p: EvaluateParams) -> Terms:
 
 def ship_sources(params: Params) -> list[str]:
     """The models whose artifacts may ship: the unpruned ones in ``quantize.models`` (the reference first, so
-    that it wins a tie in size with the other), then every round."""
+    that it wins a tie in size with the other), then every round, then the rounds' from-scratch twins that
+    ``quantize.models`` lists (after the rounds: a round wins a tie with its own architecture)."""
     rounds = list(params.prune.rounds)
     unpruned = [m for m in params.quantized_models if m in (UNPRUNED, CONTROL)]
-    return sorted(unpruned, key=lambda m: m != params.evaluate.reference) + rounds
+    twins = [scratch_model(r) for r in params.prune.scratch if scratch_model(r) in params.quantize.models]
+    return sorted(unpruned, key=lambda m: m != params.evaluate.reference) + rounds + twins
 
 
 def decide(entries: list[Entry], m: Measured, sources: list[str], p: EvaluateParams) -> Entry:
@@ -192,7 +195,8 @@ def run(params: Params, *, data: str, models: str, metrics: str, table: str, lat
         rows = {k: v for k, v in m.ev.items() if k != "shipped"}
         # each model's run details (width, accuracy right after the cut, MACs): the file beside its checkpoint
         runs = {name: read_json(Path(models) / f"{name}.run.json") for name in (UNPRUNED, CONTROL, *rounds)}
-        macs = runs[ship.source].get("macs") if ship else None
+        # the shipped network's MACs, from its own run.json (a round's from-scratch twin may ship too)
+        macs = read_json(Path(models) / f"{ship.source}.run.json").get("macs") if ship else None
         runs.pop(CONTROL)  # the trade-off's rounds: the unpruned student, then the rounds
         probes = [{**r[PROBES][-1], "passes": within(r[PROBES][-1], p.max_drop, p.confidence)}
                   for n, r in runs.items() if n in rounds and r.get(PROBES)]  # each round's own, in params' order
