@@ -90,6 +90,19 @@ from shrink.bench.project import copy_pipeline, init_repo, tiny_overrides
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _subprocess_tmpdir(tmp_path_factory):
+    """The commands the tests start (dvc, torchrun) keep their temporary files in this session's pytest folder,
+    which pytest's retention removes: torchrun leaves a torchelastic_* folder in the temporary folder per launch."""
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess-tmp"))
+    yield
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a real command; on failure the assertion shows its output."""
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
