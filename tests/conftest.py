@@ -94,13 +94,9 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 def _subprocess_tmpdir(tmp_path_factory):
     """The commands the tests start (dvc, torchrun) keep their temporary files in this session's pytest folder,
     which pytest's retention removes: torchrun leaves a torchelastic_* folder in the temporary folder per launch."""
-    old = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess-tmp"))
-    yield
-    if old is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess-tmp")))
+        yield
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
