@@ -85,6 +85,7 @@ import sys
 
 # one "tiny project": `shrink bench --quick`'s, over the images below (shrink.bench.project's docstring)
 from shrink.bench.project import copy_pipeline, init_repo, tiny_overrides
+from shrink.config import scratch_model
 
 # python and dvc of this environment must be what `dvc repro` runs
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -172,7 +173,7 @@ def make_project(dest: Path, edit=None) -> Path:
 
 TINY_SCRATCH = ["prune_1"]  # the tiny run's rounds trained from scratch too (prune.scratch: the optional stage)
 # and quantized (quantize.models lists their twins): candidates to ship, after the rounds
-TINY_QUANTIZE = ["distill", "control", *(f"scratch_{r}" for r in TINY_SCRATCH)]
+TINY_QUANTIZE = ["distill", "control", *(scratch_model(r) for r in TINY_SCRATCH)]
 
 
 def _tiny_run_params(params: dict) -> None:

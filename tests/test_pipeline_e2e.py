@@ -22,6 +22,7 @@ import yaml
 
 from conftest import ROOT, TINY_CLASSES, TINY_EVAL, TINY_LEARN, TINY_SCRATCH, clear_top1, git, run, tiny_eval_label
 from shrink.checkpoint import model_from_checkpoint
+from shrink.config import scratch_model
 from shrink.formats import get_format, list_formats
 from shrink.models import build_model
 from shrink.report import PRUNE_FIELDS
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 TRAINING_STAGES = ("teacher", "student", "distill")
 ROUNDS = ("prune_1", "prune_2", "prune_3")
-TWINS = tuple(f"scratch_{r}" for r in TINY_SCRATCH)  # the rounds' from-scratch twins, quantized (TINY_QUANTIZE)
+TWINS = tuple(scratch_model(r) for r in TINY_SCRATCH)  # the rounds' from-scratch twins, quantized (TINY_QUANTIZE)
 # whose artifacts may ship (evaluate.ship_sources: the reference first, the twins after the rounds)
 SOURCES = ("control", "distill", *ROUNDS, *TWINS)
 KINDS = tuple(list_formats())
@@ -90,7 +91,7 @@ def test_scratch_trains_the_rounds_architecture_anew(tiny_run):
     """scratch@<round>: the round's channels, none of its (or distill's) weights, distill's epochs plus the
     round's, distill's loss; the report sets the round against it."""
     for r in TINY_SCRATCH:
-        cut, new = (torch.load(tiny_run / f"models/{m}.pt", weights_only=True) for m in (r, f"scratch_{r}"))
+        cut, new = (torch.load(tiny_run / f"models/{m}.pt", weights_only=True) for m in (r, scratch_model(r)))
         assert new["model_kwargs"] == cut["model_kwargs"] and new["model"] == cut["model"]
         assert {k: v.shape for k, v in new["state_dict"].items()} == {k: v.shape for k, v in cut["state_dict"].items()}
         with torch.random.fork_rng():  # the stage's init: its seed, then the net built (nothing draws in between)
