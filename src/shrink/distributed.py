@@ -24,10 +24,12 @@ import contextlib
 import hashlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +138,18 @@ def relaunch(nproc: int, *, device: str = "auto", key: str = "train", batch_size
         env["OMP_NUM_THREADS"] = str(max(1, cores() // nproc))
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over loopback only
     port = free_loopback_port()
+    # torchrun's own folder (each rank's error.json, read for its failure summary): without --log-dir it makes a
+    # torchelastic_* folder in TMPDIR per launch and leaves it there; this one goes when the launch ends
+    log_dir = tempfile.mkdtemp(prefix="shrink-torchrun-")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={nproc}",
            "--master-addr=127.0.0.1", f"--master-port={port}", "--rdzv-backend=static",
-           "--monitor-interval=1", sys.argv[0], *sys.argv[1:]]
+           "--monitor-interval=1", f"--log-dir={log_dir}", sys.argv[0], *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
-    supervise(cmd, env)
+    try:
+        supervise(cmd, env)
+    finally:  # supervise ends torchrun's whole tree before it returns or raises
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the torchrun tree, ended with the stage
