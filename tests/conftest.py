@@ -94,7 +94,7 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 @pytest.fixture(scope="session", autouse=True)
 def _subprocess_tmpdir(tmp_path_factory):
     """The commands the tests start (dvc, torchrun) keep their temporary files in this session's pytest folder,
-    which pytest's retention removes: torchrun leaves a torchelastic_* folder in the temporary folder per launch."""
+    which pytest's retention removes: whatever a failing or killed one leaves stays out of /tmp."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess-tmp")))
         yield
