@@ -132,7 +132,7 @@ def _teacher_train() -> TrainParams:
 def _finetune_train() -> TrainParams:
     # epochs: never used (each round's own replace it); 3, what prune checkpoints have always recorded. keep: last,
     # so the knee search and the ship rule read validation images no epoch was selected on
-    return TrainParams(epochs=3, lr=1e-3, schedule="cosine", keep="last")
+    return TrainParams(epochs=3, lr=3e-3, schedule="cosine", keep="last")
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class ControlParams:
     """
 
     parent: str = "distill"
-    epochs: int = 8
+    epochs: int = 16
 
     def __post_init__(self) -> None:
         _require(self.parent in ("distill", "student"), "parent", self.parent,
@@ -250,7 +250,7 @@ class RoundParams:
 
     parent: str
     width: Union[float, Literal["auto"]]
-    epochs: int = 8
+    epochs: int = 16
     after: str = "control"
 
     def __post_init__(self) -> None:
@@ -371,7 +371,7 @@ class EvaluateParams:
     # smallest_fast: points of VALIDATION accuracy an artifact may lose against the reference
     max_drop: float = 0.5
     # the accuracy reference of the ship rule and of "vs reference" figures: control (the equal-budget control)
-    # | distill (the unpruned distilled student, 8 epochs shorter)
+    # | distill (the unpruned distilled student, a round's epochs shorter)
     reference: Literal["control", "distill"] = CONTROL
     # smallest_fast: an artifact keeps the accuracy when the one-sided lower confidence bound of its paired
     # validation difference to the reference is >= -max_drop (0: the point estimate)

@@ -39,7 +39,7 @@ def tiny_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         # a chain of three one-epoch rounds, whatever the default's shape (its rounds each cut distill): editing a
         # round then reruns the rounds below it (the late change section 4 times; the tests check it). Not deeper
         # than half: a few hundred images and a few steps per round do not recover a deep cut (the default's
-        # rounds fine-tune for 4-8 epochs)
+        # rounds fine-tune for 16 epochs)
         names = [f"prune_{i}" for i in range(1, len(TINY_WIDTHS) + 1)]
         raw["prune"]["rounds"] = {n: {"parent": parent, "width": w, "epochs": 1, "after": after}
                                   for n, parent, after, w in zip(names, ["distill", *names], ["control", *names],
