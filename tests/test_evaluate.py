@@ -3,6 +3,7 @@ the ship rule is tests/test_ship.py's)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -134,7 +135,7 @@ def test_predictions_csv_ids_are_course_indices_and_quoted():
 def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_no_gain_within_noise():
     """report.md's "what each step bought" and summary.json's ``vs``: every difference with its paired interval;
     a gain only when the interval excludes zero (stats.Paired.verdict), whatever the sign of the difference."""
-    from shrink.report import headline, steps_markdown
+    from shrink.report import headline, interval_text, steps_markdown, vs_dict
     from shrink.stats import paired
 
     ref = [True] * 900 + [False] * 100
@@ -146,7 +147,11 @@ def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_
     assert f"- KD (`distill` − `student`): {small_gain.text()}, within noise" in text
     assert small_gain.text().startswith("+0.30 pt [-") and small_gain.low < 0  # a positive difference, not a gain
     assert f"`control` {big_gain.text()} (gain), `distill` {small_gain.text()} (within noise)." in text
+    # one interval, one text: the shipped line (from evaluate.json's dict) as the list above (from the Paired);
+    # re-rounding the dict's 4-digit figures would print this one as [-0.30, +0.47]
+    edge = dataclasses.replace(small_gain, low=-0.30504, high=0.46504)
+    assert interval_text(vs_dict(edge)) == edge.text() == "+0.30 pt [-0.31, +0.47]"
     ev = {"shipped": {"name": "prune_2.int8w", "bytes": 1, "val_acc": 0.9, "test_acc": 0.9,
-                      "test_vs": {"control": small_gain.as_dict()}}}
+                      "test_vs": {"control": vs_dict(small_gain)}}}
     assert headline(ev, 10)["shipped"]["vs"] == {"control": {"pt": 0.3, "low": small_gain.as_dict()["low_pt"],
                                                              "high": small_gain.as_dict()["high_pt"]}}

@@ -58,7 +58,7 @@ def shipped_sections(choice: Choice, entry: Entry, ev: dict, lat: dict, p: Evalu
            "bytes": entry.bytes, "val_acc": ev[name]["val_acc"], "test_acc": ev[name]["test_acc"],
            "parent": entry.source, "acc_vs_parent": ev[name].get("acc_vs_source"), "reference": reference,
            "test_acc_vs_reference": round(ev[name]["test_acc"] - ev[reference]["test_acc"], 6),
-           "test_vs": {m: d.as_dict() for m, d in (test_vs or {}).items()},
+           "test_vs": {m: vs_dict(d) for m, d in (test_vs or {}).items()},
            "rule": rule_name(p)}
     if choice.note:
         det["note"] = choice.note
@@ -118,9 +118,15 @@ def report_markdown(ev: dict, lat: dict, batch_sizes: list[int], shipped: dict[s
     return "\n".join(lines) + "\n"
 
 
+def vs_dict(d: Paired) -> dict[str, Any]:
+    """A paired comparison for evaluate.json: its rounded figures and its text (``Paired.text``) from the unrounded
+    ones, so the report prints one interval the same way everywhere (re-rounding -0.30504 via -0.305 gives -0.30)."""
+    return {**d.as_dict(), "text": d.text()}
+
+
 def interval_text(d: dict[str, Any]) -> str:
-    """``+0.14 pt [-0.21, +0.49]`` from a ``Paired.as_dict()``."""
-    return f"{d['diff_pt']:+.2f} pt [{d['low_pt']:+.2f}, {d['high_pt']:+.2f}]"
+    """``+0.14 pt [-0.21, +0.49]`` from a ``vs_dict``."""
+    return d["text"]
 
 
 def steps_markdown(steps: list[tuple[str, str, str, Paired]], test_vs: dict[str, Paired]) -> str:
