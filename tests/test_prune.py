@@ -373,7 +373,7 @@ def test_params_load_with_from_dict():
     assert p == PruneParams(mode="global", min_channels=4, blocks=[3, 4])
     assert from_dict(PruneParams, None, "prune") == PruneParams()
     r = from_dict(RoundParams, {"parent": "distill", "width": 0.95}, "prune_1")
-    assert (r.parent, r.width, r.epochs) == ("distill", 0.95, 8)  # the shipped rounds' epochs
+    assert (r.parent, r.width, r.epochs) == ("distill", 0.95, 16)  # the shipped rounds' epochs
     assert from_dict(RoundParams, {"parent": "prune_1", "width": 1, "epochs": 2}, "prune_2").width == 1.0
     with pytest.raises(ParamsError, match="prune.minchannels"):
         from_dict(PruneParams, {"minchannels": 4}, "prune")
