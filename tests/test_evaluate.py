@@ -135,7 +135,7 @@ def test_predictions_csv_ids_are_course_indices_and_quoted():
 def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_no_gain_within_noise():
     """report.md's "what each step bought" and summary.json's ``vs``: every difference with its paired interval;
     a gain only when the interval excludes zero (stats.Paired.verdict), whatever the sign of the difference."""
-    from shrink.report import headline, interval_text, steps_markdown, vs_dict
+    from shrink.report import headline, steps_markdown, vs_dict
     from shrink.stats import paired
 
     ref = [True] * 900 + [False] * 100
@@ -150,7 +150,7 @@ def test_report_states_each_step_and_the_shipped_artifact_with_its_interval_and_
     # one interval, one text: the shipped line (from evaluate.json's dict) as the list above (from the Paired);
     # re-rounding the dict's 4-digit figures would print this one as [-0.30, +0.47]
     edge = dataclasses.replace(small_gain, low=-0.30504, high=0.46504)
-    assert interval_text(vs_dict(edge)) == edge.text() == "+0.30 pt [-0.31, +0.47]"
+    assert vs_dict(edge)["text"] == edge.text() == "+0.30 pt [-0.31, +0.47]"
     ev = {"shipped": {"name": "prune_2.int8w", "bytes": 1, "val_acc": 0.9, "test_acc": 0.9,
                       "test_vs": {"control": vs_dict(small_gain)}}}
     assert headline(ev, 10)["shipped"]["vs"] == {"control": {"pt": 0.3, "low": small_gain.as_dict()["low_pt"],

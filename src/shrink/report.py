@@ -108,7 +108,7 @@ def report_markdown(ev: dict, lat: dict, batch_sizes: list[int], shipped: dict[s
     if shipped:
         ref = shipped["reference"]
         vs = shipped.get("test_vs", {}).get(ref)
-        delta = (f"{interval_text(vs)} vs `{ref}`, {vs['verdict']}" if vs else
+        delta = (f"{vs['text']} vs `{ref}`, {vs['verdict']}" if vs else
                  f"{shipped['test_acc_vs_reference'] * 100:+.2f} pt vs `{ref}`")
         lines += ["", f"**Shipped:** `{shipped['artifact']}` ({shipped['kind']}, {shipped['runtime']}, "
                       f"{shipped['bytes']:,} B, val acc {shipped['val_acc']:.4f}, test acc {shipped['test_acc']:.4f}: "
@@ -122,11 +122,6 @@ def vs_dict(d: Paired) -> dict[str, Any]:
     """A paired comparison for evaluate.json: its rounded figures and its text (``Paired.text``) from the unrounded
     ones, so the report prints one interval the same way everywhere (re-rounding -0.30504 via -0.305 gives -0.30)."""
     return {**d.as_dict(), "text": d.text()}
-
-
-def interval_text(d: dict[str, Any]) -> str:
-    """``+0.14 pt [-0.21, +0.49]`` from a ``vs_dict``."""
-    return d["text"]
 
 
 def steps_markdown(steps: list[tuple[str, str, str, Paired]], test_vs: dict[str, Paired]) -> str:
